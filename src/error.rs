@@ -1,0 +1,298 @@
+//! Errors returned by this crate.
+//!
+//! [`Fallback`](crate::Fallback) returns [`tower::BoxError`]; check for these types with
+//! `err.is::<T>()` or `err.downcast_ref::<T>()`, as with tower's own middleware.
+
+use std::error::Error;
+use std::fmt;
+use std::time::Duration;
+
+use tower::BoxError;
+
+use crate::classify::ErrorClass;
+use crate::request::ModelId;
+
+/// A configuration that cannot work, rejected when it is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A chain needs at least one model.
+    EmptyChain,
+    /// A chain holds more models than [`MAX_MODELS`](crate::chain::MAX_MODELS).
+    TooManyModels {
+        /// Models given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A model id is the empty string.
+    EmptyModelId,
+    /// A model appears twice in a chain.
+    DuplicateModel(ModelId),
+    /// The throttle-counting window is zero.
+    ZeroWindow,
+    /// No cooldown tiers were given.
+    NoTiers,
+    /// A tier has a zero cooldown or starts at zero throttles.
+    ZeroTier,
+    /// Tier thresholds must strictly increase and cooldowns must not shrink as throttles grow.
+    TiersNotIncreasing,
+    /// The skip threshold is at least the shortest cooldown, so a cooled model would never be skipped.
+    SkipThresholdTooLarge {
+        /// The configured threshold.
+        threshold: Duration,
+        /// The shortest tier's cooldown.
+        shortest: Duration,
+    },
+    /// A cooldown duration is zero.
+    ZeroCooldown,
+    /// `max_attempts` is zero.
+    ZeroMaxAttempts,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::EmptyChain => f.write_str("model chain is empty"),
+            ConfigError::TooManyModels { count, max } => {
+                write!(f, "model chain has {count} models; at most {max} are supported")
+            }
+            ConfigError::EmptyModelId => f.write_str("model id is empty"),
+            ConfigError::DuplicateModel(id) => write!(f, "model {id} appears twice in the chain"),
+            ConfigError::ZeroWindow => f.write_str("throttle window must be longer than zero"),
+            ConfigError::NoTiers => f.write_str("at least one cooldown tier is required"),
+            ConfigError::ZeroTier => {
+                f.write_str("cooldown tiers need at least one throttle and a non-zero cooldown")
+            }
+            ConfigError::TiersNotIncreasing => f.write_str(
+                "cooldown tiers must have strictly increasing throttle counts and non-shrinking cooldowns",
+            ),
+            ConfigError::SkipThresholdTooLarge {
+                threshold,
+                shortest,
+            } => write!(
+                f,
+                "skip threshold {threshold:?} must be shorter than the shortest cooldown {shortest:?}"
+            ),
+            ConfigError::ZeroCooldown => f.write_str("cooldown must be longer than zero"),
+            ConfigError::ZeroMaxAttempts => f.write_str("max_attempts must be at least 1"),
+        }
+    }
+}
+
+impl Error for ConfigError {}
+
+/// One attempt that did not produce a response.
+#[derive(Debug)]
+pub struct FailedAttempt {
+    model: ModelId,
+    class: ErrorClass,
+    cooldown: Option<Duration>,
+    error: BoxError,
+}
+
+impl FailedAttempt {
+    pub(crate) fn new(
+        model: ModelId,
+        class: ErrorClass,
+        cooldown: Option<Duration>,
+        error: BoxError,
+    ) -> Self {
+        FailedAttempt {
+            model,
+            class,
+            cooldown,
+            error,
+        }
+    }
+
+    /// The model that was called.
+    pub fn model(&self) -> &ModelId {
+        &self.model
+    }
+
+    /// How the error was classified.
+    pub fn class(&self) -> ErrorClass {
+        self.class
+    }
+
+    /// The cooldown this attempt recorded on the model, for throttles.
+    pub fn cooldown(&self) -> Option<Duration> {
+        self.cooldown
+    }
+
+    /// The inner service's error.
+    pub fn error(&self) -> &BoxError {
+        &self.error
+    }
+
+    /// Takes the inner service's error.
+    pub fn into_error(self) -> BoxError {
+        self.error
+    }
+}
+
+impl fmt::Display for FailedAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.model, self.class, self.error)
+    }
+}
+
+fn write_attempts(f: &mut fmt::Formatter<'_>, attempts: &[FailedAttempt]) -> fmt::Result {
+    for (i, attempt) in attempts.iter().enumerate() {
+        f.write_str(if i == 0 { ": " } else { "; " })?;
+        fmt::Display::fmt(attempt, f)?;
+    }
+    Ok(())
+}
+
+/// Every model tried failed, or one failed in a way another model would not fix.
+///
+/// [`attempts`](Self::attempts) lists every attempt in order. The last inner error is the
+/// [`source`](Error::source), and can be taken back with [`into_last_error`](Self::into_last_error) and
+/// downcast to the inner service's error type.
+#[derive(Debug)]
+pub struct FallbackError {
+    attempts: Vec<FailedAttempt>,
+}
+
+impl FallbackError {
+    pub(crate) fn new(attempts: Vec<FailedAttempt>) -> Self {
+        debug_assert!(!attempts.is_empty());
+        FallbackError { attempts }
+    }
+
+    /// Every attempt, in the order made.
+    pub fn attempts(&self) -> &[FailedAttempt] {
+        &self.attempts
+    }
+
+    /// The last attempt.
+    pub fn last(&self) -> Option<&FailedAttempt> {
+        self.attempts.last()
+    }
+
+    /// The last inner error.
+    pub fn last_error(&self) -> Option<&BoxError> {
+        self.attempts.last().map(FailedAttempt::error)
+    }
+
+    /// Takes the last inner error.
+    pub fn into_last_error(mut self) -> Option<BoxError> {
+        self.attempts.pop().map(FailedAttempt::into_error)
+    }
+
+    /// Takes every attempt.
+    pub fn into_attempts(self) -> Vec<FailedAttempt> {
+        self.attempts
+    }
+}
+
+impl fmt::Display for FallbackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "all {} model attempts failed", self.attempts.len())?;
+        if self.last().is_some_and(|a| a.class == ErrorClass::Fatal) {
+            f.write_str(" (last error is not worth another model)")?;
+        }
+        write_attempts(f, &self.attempts)
+    }
+}
+
+impl Error for FallbackError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.last_error().map(|e| &**e as &(dyn Error + 'static))
+    }
+}
+
+/// Every candidate model is cooling down and the layer was told to fail fast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoolingDown {
+    retry_after: Duration,
+}
+
+impl CoolingDown {
+    pub(crate) fn new(retry_after: Duration) -> Self {
+        CoolingDown { retry_after }
+    }
+
+    /// When the first candidate's cooldown ends.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for CoolingDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "every candidate model is cooling down; retry after {:.1} s",
+            self.retry_after.as_secs_f64()
+        )
+    }
+}
+
+impl Error for CoolingDown {}
+
+/// The request's deadline passed before a model answered.
+#[derive(Debug)]
+pub struct DeadlineExceeded {
+    attempts: Vec<FailedAttempt>,
+}
+
+impl DeadlineExceeded {
+    pub(crate) fn new(attempts: Vec<FailedAttempt>) -> Self {
+        DeadlineExceeded { attempts }
+    }
+
+    /// The attempts that failed before the deadline (an attempt cut off by it is not listed).
+    pub fn attempts(&self) -> &[FailedAttempt] {
+        &self.attempts
+    }
+}
+
+impl fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request deadline passed after {} failed attempts",
+            self.attempts.len()
+        )?;
+        write_attempts(f, &self.attempts)
+    }
+}
+
+impl Error for DeadlineExceeded {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.attempts
+            .last()
+            .map(|a| &*a.error as &(dyn Error + 'static))
+    }
+}
+
+/// A request named a model that the layer's chain (or a router) does not know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownModel {
+    model: Option<ModelId>,
+}
+
+impl UnknownModel {
+    pub(crate) fn new(model: Option<ModelId>) -> Self {
+        UnknownModel { model }
+    }
+
+    /// The unknown model, or `None` when the request named no model at all.
+    pub fn model(&self) -> Option<&ModelId> {
+        self.model.as_ref()
+    }
+}
+
+impl fmt::Display for UnknownModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.model {
+            Some(model) => write!(f, "model {model} is not configured"),
+            None => f.write_str("request names no model"),
+        }
+    }
+}
+
+impl Error for UnknownModel {}

@@ -1,0 +1,422 @@
+//! The response future of [`Fallback`](crate::Fallback): one attempt at a time.
+
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
+use tower::BoxError;
+use tower_service::Service;
+use tracing::Span;
+
+use crate::classify::ErrorClass;
+use crate::error::{CoolingDown, DeadlineExceeded, FailedAttempt, FallbackError, UnknownModel};
+use crate::layer::{Shared, WhenAllCooling};
+use crate::policy::{AttemptInfo, CooldownPolicy, Hint};
+use crate::request::{ModelRequest, Route, TokenCost};
+use crate::served::Served;
+
+pin_project! {
+    /// Response future of [`Fallback`](crate::Fallback).
+    ///
+    /// Dropping it cancels the attempt in flight; stats count the attempt and the request as cancelled.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<ModelRequest<B>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        #[pin]
+        deadline: Option<Sleep>,
+        #[pin]
+        wait: Option<Sleep>,
+        service: S,
+        // Whether `service` has been polled ready and not called since.
+        ready: bool,
+        plan: Plan<B>,
+        span: Span,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // Between attempts: pick a model, poll the service ready, call it.
+        Idle,
+        Calling { #[pin] future: F },
+        // Every candidate is cooling and the layer waits for the soonest to end.
+        Waiting,
+        // Decided before the first poll.
+        Failed { error: Option<BoxError> },
+        Done,
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<ModelRequest<B>>,
+    S::Error: Into<BoxError>,
+    B: Clone,
+{
+    /// Starts the first attempt right away on `service`, which the caller polled ready.
+    pub(crate) fn new(mut service: S, request: ModelRequest<B>, shared: Arc<Shared>) -> Self {
+        let span = tracing::debug_span!("model_fallback", request_id = %request.id());
+        let guard = span.enter();
+        let deadline = request.deadline().map(sleep_until);
+        let mut plan = Plan::new(shared, request);
+        let (state, wait, ready) = match plan.next_step() {
+            Step::Attempt(model) => {
+                let future = plan.start(model, &mut service);
+                (State::Calling { future }, None, false)
+            }
+            Step::Wait(duration) => (State::Waiting, Some(sleep(duration)), true),
+            Step::Finish(error) => (State::Failed { error: Some(error) }, None, true),
+        };
+        drop(guard);
+        ResponseFuture {
+            state,
+            deadline,
+            wait,
+            service,
+            ready,
+            plan,
+            span,
+        }
+    }
+}
+
+impl<S, B> Future for ResponseFuture<S, B>
+where
+    S: Service<ModelRequest<B>>,
+    S::Error: Into<BoxError>,
+    B: Clone,
+{
+    type Output = Result<Served<S::Response>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let _enter = this.span.enter();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => match future.poll(cx) {
+                    Poll::Ready(Ok(response)) => {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(this.plan.succeeded(response)));
+                    }
+                    Poll::Ready(Err(error)) => {
+                        this.state.set(State::Idle);
+                        if let Some(error) = this.plan.failed(error.into()) {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                    }
+                    Poll::Pending => {
+                        if deadline_passed(this.deadline.as_mut(), cx) {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(this.plan.deadline_passed()));
+                        }
+                        return Poll::Pending;
+                    }
+                },
+                StateProj::Waiting => {
+                    if let Some(wait) = this.wait.as_mut().as_pin_mut() {
+                        ready!(wait.poll(cx));
+                    }
+                    this.wait.set(None);
+                    this.state.set(State::Idle);
+                }
+                StateProj::Idle => match this.plan.next_step() {
+                    Step::Attempt(model) => {
+                        if !*this.ready {
+                            match this.service.poll_ready(cx) {
+                                Poll::Ready(Ok(())) => *this.ready = true,
+                                Poll::Ready(Err(error)) => {
+                                    this.state.set(State::Done);
+                                    return Poll::Ready(Err(this.plan.not_ready(model, error.into())));
+                                }
+                                Poll::Pending => {
+                                    if deadline_passed(this.deadline.as_mut(), cx) {
+                                        this.state.set(State::Done);
+                                        return Poll::Ready(Err(this.plan.deadline_passed()));
+                                    }
+                                    return Poll::Pending;
+                                }
+                            }
+                        }
+                        let future = this.plan.start(model, this.service);
+                        *this.ready = false;
+                        this.state.set(State::Calling { future });
+                    }
+                    Step::Wait(duration) => {
+                        this.wait.set(Some(sleep(duration)));
+                        this.state.set(State::Waiting);
+                    }
+                    Step::Finish(error) => {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(error));
+                    }
+                },
+                StateProj::Failed { error } => {
+                    let error = error.take();
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error.unwrap_or_else(polled_after_completion)));
+                }
+                StateProj::Done => return Poll::Ready(Err(polled_after_completion())),
+            }
+        }
+    }
+}
+
+fn polled_after_completion() -> BoxError {
+    "model fallback future polled after completion".into()
+}
+
+fn deadline_passed(deadline: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
+    deadline
+        .as_pin_mut()
+        .is_some_and(|sleep| sleep.poll(cx).is_ready())
+}
+
+/// What to do next.
+enum Step {
+    Attempt(usize),
+    Wait(Duration),
+    Finish(BoxError),
+}
+
+/// The best untried model of a candidate order.
+enum Pick {
+    Available(usize),
+    /// Every untried candidate is cooling; this one ends soonest.
+    Cooling(usize, Duration),
+    Exhausted,
+}
+
+fn pick(
+    policy: &dyn CooldownPolicy,
+    cost: Option<TokenCost>,
+    tried: u64,
+    order: impl Iterator<Item = usize>,
+) -> Pick {
+    let mut soonest: Option<(usize, Duration)> = None;
+    for model in order {
+        if tried & (1 << model) != 0 {
+            continue;
+        }
+        match policy.hint(model, cost) {
+            Hint::Available => return Pick::Available(model),
+            Hint::Cooling { remaining } => {
+                if soonest.is_none_or(|(_, best)| remaining < best) {
+                    soonest = Some((model, remaining));
+                }
+            }
+        }
+    }
+    match soonest {
+        Some((model, remaining)) => Pick::Cooling(model, remaining),
+        None => Pick::Exhausted,
+    }
+}
+
+/// The bookkeeping of one request across its attempts. Kept apart from the pinned future so that it
+/// can be used before the future exists and so that its `Drop` can settle the stats.
+struct Plan<B> {
+    shared: Arc<Shared>,
+    request: ModelRequest<B>,
+    /// Chain indexes already attempted.
+    tried: u64,
+    /// Set when the request arrived with every candidate cooling and tries them anyway.
+    trying_cooling: bool,
+    max_attempts: u32,
+    failed: Vec<FailedAttempt>,
+    current: Option<AttemptInfo>,
+    finished: bool,
+}
+
+impl<B: Clone> Plan<B> {
+    fn new(shared: Arc<Shared>, request: ModelRequest<B>) -> Self {
+        shared.stats.request();
+        let max_attempts = request
+            .max_attempts()
+            .map_or(shared.max_attempts, |n| n.min(shared.max_attempts));
+        Plan {
+            shared,
+            request,
+            tried: 0,
+            trying_cooling: false,
+            max_attempts,
+            failed: Vec::new(),
+            current: None,
+            finished: false,
+        }
+    }
+
+    fn next_step(&mut self) -> Step {
+        if self
+            .request
+            .deadline()
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return Step::Finish(self.deadline_passed());
+        }
+        if self.tried.count_ones() >= self.max_attempts {
+            return Step::Finish(self.exhausted());
+        }
+        let policy = &*self.shared.policy;
+        let chain = policy.chain();
+        let cost = self.request.cost();
+        let picked = match self.request.route() {
+            Route::Chain => pick(policy, cost, self.tried, 0..chain.len()),
+            Route::Order(models) => {
+                if models.is_empty() || models.iter().any(|m| chain.index_of(m.as_str()).is_none()) {
+                    let unknown = models.iter().find(|m| chain.index_of(m.as_str()).is_none());
+                    return Step::Finish(self.finish(UnknownModel::new(unknown.cloned()).into()));
+                }
+                let order = models.iter().filter_map(|m| chain.index_of(m.as_str()));
+                pick(policy, cost, self.tried, order)
+            }
+            Route::Pinned(model) => match chain.index_of(model.as_str()) {
+                // A pinned model is tried whatever its cooldown: the caller asked for it.
+                Some(index) if self.tried & (1 << index) == 0 => Pick::Available(index),
+                Some(_) => Pick::Exhausted,
+                None => {
+                    let unknown = UnknownModel::new(Some(model.clone()));
+                    return Step::Finish(self.finish(unknown.into()));
+                }
+            },
+        };
+        match picked {
+            Pick::Available(model) => Step::Attempt(model),
+            Pick::Exhausted => Step::Finish(self.exhausted()),
+            Pick::Cooling(model, _) if self.trying_cooling => Step::Attempt(model),
+            // Models that started cooling while this request ran are skipped, not hammered.
+            Pick::Cooling(..) if !self.failed.is_empty() => Step::Finish(self.exhausted()),
+            Pick::Cooling(model, remaining) => match self.shared.when_all_cooling {
+                WhenAllCooling::TryAnyway => {
+                    self.trying_cooling = true;
+                    Step::Attempt(model)
+                }
+                WhenAllCooling::FailFast => {
+                    Step::Finish(self.finish(CoolingDown::new(remaining).into()))
+                }
+                WhenAllCooling::Wait => {
+                    let too_late = self
+                        .request
+                        .deadline()
+                        .is_some_and(|deadline| Instant::now() + remaining > deadline);
+                    if too_late {
+                        Step::Finish(self.finish(CoolingDown::new(remaining).into()))
+                    } else {
+                        tracing::debug!(wait_ms = remaining.as_millis() as u64, "all models cooling; waiting");
+                        Step::Wait(remaining)
+                    }
+                }
+            },
+        }
+    }
+
+    fn start<S>(&mut self, model: usize, service: &mut S) -> S::Future
+    where
+        S: Service<ModelRequest<B>>,
+    {
+        let policy = &*self.shared.policy;
+        let cost = self.request.cost();
+        let ticket = policy.on_attempt(model, cost);
+        self.current = Some(AttemptInfo {
+            model,
+            ticket,
+            cost,
+        });
+        self.tried |= 1 << model;
+        self.shared.stats.attempt(model);
+        let mut request = self.request.clone();
+        if let Some(id) = policy.chain().get(model) {
+            tracing::debug!(model = %id, attempt = self.tried.count_ones(), "attempt");
+            request.set_model(id.clone());
+        }
+        service.call(request)
+    }
+
+    fn succeeded<R>(&mut self, response: R) -> Served<R> {
+        let policy = &*self.shared.policy;
+        let model = self.current.take().map_or(0, |attempt| {
+            policy.on_success(&attempt);
+            self.shared.stats.success(attempt.model);
+            attempt.model
+        });
+        self.finished = true;
+        let id = policy.chain().get(model).cloned().unwrap_or_else(|| "".into());
+        tracing::debug!(model = %id, attempts = self.failed.len() + 1, "served");
+        Served::new(response, id, mem::take(&mut self.failed))
+    }
+
+    /// Records a failed attempt; returns the request's error if it must not fall back.
+    fn failed(&mut self, error: BoxError) -> Option<BoxError> {
+        let attempt = self.current.take()?;
+        let policy = &*self.shared.policy;
+        let class = self.shared.classifier.classify(&*error);
+        let cooldown = match class {
+            ErrorClass::Throttled { retry_after } => {
+                self.shared.stats.throttle(attempt.model);
+                Some(policy.on_throttle(&attempt, retry_after))
+            }
+            _ => {
+                self.shared.stats.failure(attempt.model);
+                policy.on_failure(&attempt, class);
+                None
+            }
+        };
+        let id = policy.chain().get(attempt.model).cloned().unwrap_or_else(|| "".into());
+        tracing::debug!(
+            model = %id,
+            class = %class,
+            cooldown_ms = cooldown.map(|d| d.as_millis() as u64),
+            error = %error,
+            "attempt failed"
+        );
+        self.failed.push(FailedAttempt::new(id, class, cooldown, error));
+        (!class.falls_back()).then(|| self.exhausted())
+    }
+
+    /// The service of a later attempt failed to become ready: it is broken, so the request ends.
+    fn not_ready(&mut self, model: usize, error: BoxError) -> BoxError {
+        let id = self.shared.policy.chain().get(model).cloned().unwrap_or_else(|| "".into());
+        self.failed.push(FailedAttempt::new(id, ErrorClass::Fatal, None, error));
+        self.exhausted()
+    }
+
+    fn deadline_passed(&mut self) -> BoxError {
+        if let Some(attempt) = self.current.take() {
+            self.shared.stats.attempt_cancelled(attempt.model);
+        }
+        let error = DeadlineExceeded::new(mem::take(&mut self.failed));
+        self.finish(error.into())
+    }
+
+    fn exhausted(&mut self) -> BoxError {
+        let error = FallbackError::new(mem::take(&mut self.failed));
+        self.finish(error.into())
+    }
+
+    fn finish(&mut self, error: BoxError) -> BoxError {
+        self.finished = true;
+        self.shared.stats.request_failed();
+        tracing::debug!(error = %error, "request failed");
+        error
+    }
+}
+
+impl<B> Drop for Plan<B> {
+    fn drop(&mut self) {
+        if let Some(attempt) = self.current.take() {
+            self.shared.stats.attempt_cancelled(attempt.model);
+        }
+        if !self.finished {
+            self.shared.stats.request_cancelled();
+        }
+    }
+}

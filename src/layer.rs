@@ -1,0 +1,184 @@
+use std::fmt;
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use crate::classify::{Classify, DefaultClassifier};
+use crate::error::ConfigError;
+use crate::policy::CooldownPolicy;
+use crate::service::Fallback;
+use crate::stats::{Stats, StatsSnapshot};
+
+/// What a request does when every candidate model is cooling down when it arrives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WhenAllCooling {
+    /// Try the cooling models anyway, the one whose cooldown ends soonest first. Cooldowns are hints.
+    #[default]
+    TryAnyway,
+    /// Fail at once with [`CoolingDown`](crate::error::CoolingDown), which says when to come back.
+    FailFast,
+    /// Sleep until the soonest cooldown ends, then try. If the request's deadline comes first, fail at
+    /// once with [`CoolingDown`](crate::error::CoolingDown) instead of sleeping in vain.
+    Wait,
+}
+
+/// What every clone of a layer and of its services shares.
+pub(crate) struct Shared {
+    pub(crate) policy: Arc<dyn CooldownPolicy>,
+    pub(crate) classifier: Arc<dyn Classify>,
+    pub(crate) stats: Stats,
+    pub(crate) when_all_cooling: WhenAllCooling,
+    pub(crate) max_attempts: u32,
+}
+
+impl Shared {
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        self.stats.snapshot(&*self.policy)
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("policy", &self.policy)
+            .field("when_all_cooling", &self.when_all_cooling)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wraps a model service in [`Fallback`].
+///
+/// Every service the layer makes shares one policy and one set of stats, so a throttle seen by one
+/// user's request steers every other user's *next* request, and stats cover all of them.
+///
+/// ```
+/// use tower::ServiceBuilder;
+/// use tower_model_fallback::{FallbackLayer, ModelChain, WhenAllCooling, policy::AdaptiveCooldown};
+///
+/// let chain = ModelChain::new(["sonnet", "haiku"])?;
+/// let layer = FallbackLayer::builder(AdaptiveCooldown::new(chain))
+///     .when_all_cooling(WhenAllCooling::FailFast)
+///     .build()?;
+/// let service = ServiceBuilder::new()
+///     .layer(layer.clone())
+///     .service(tower::service_fn(|req: tower_model_fallback::ModelRequest<String>| async move {
+///         Ok::<_, std::convert::Infallible>(format!("{} says hi", req.model().unwrap()))
+///     }));
+/// # let _ = service;
+/// assert_eq!(layer.stats().totals.requests, 0);
+/// # Ok::<(), tower_model_fallback::error::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct FallbackLayer {
+    shared: Arc<Shared>,
+}
+
+impl FallbackLayer {
+    /// A layer with `policy`, the [`DefaultClassifier`] and [`WhenAllCooling::TryAnyway`].
+    pub fn new(policy: impl CooldownPolicy) -> Self {
+        FallbackLayer::builder(policy).finish()
+    }
+
+    /// Starts a layer with more options.
+    pub fn builder(policy: impl CooldownPolicy) -> FallbackLayerBuilder {
+        FallbackLayerBuilder::shared(Arc::new(policy))
+    }
+
+    /// Starts a layer over a policy that something else holds too (another layer, an admin endpoint).
+    pub fn builder_shared(policy: Arc<dyn CooldownPolicy>) -> FallbackLayerBuilder {
+        FallbackLayerBuilder::shared(policy)
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Arc<dyn CooldownPolicy> {
+        &self.shared.policy
+    }
+
+    /// Counters and cooldowns of every model, as of now.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.snapshot()
+    }
+
+    /// Ends every cooldown: all models go back to chain order for new requests.
+    pub fn reset_cooldowns(&self) {
+        self.shared.policy.reset_cooldowns();
+    }
+}
+
+impl<S> Layer<S> for FallbackLayer {
+    type Service = Fallback<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Fallback::from_shared(inner, self.shared.clone())
+    }
+}
+
+/// Configures a [`FallbackLayer`]; see [`FallbackLayer::builder`].
+pub struct FallbackLayerBuilder {
+    policy: Arc<dyn CooldownPolicy>,
+    classifier: Arc<dyn Classify>,
+    when_all_cooling: WhenAllCooling,
+    max_attempts: u32,
+}
+
+impl fmt::Debug for FallbackLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FallbackLayerBuilder")
+            .field("policy", &self.policy)
+            .field("when_all_cooling", &self.when_all_cooling)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FallbackLayerBuilder {
+    fn shared(policy: Arc<dyn CooldownPolicy>) -> Self {
+        FallbackLayerBuilder {
+            policy,
+            classifier: Arc::new(DefaultClassifier::new()),
+            when_all_cooling: WhenAllCooling::default(),
+            max_attempts: u32::MAX,
+        }
+    }
+
+    /// Replaces the [`DefaultClassifier`].
+    pub fn classifier(mut self, classifier: impl Classify) -> Self {
+        self.classifier = Arc::new(classifier);
+        self
+    }
+
+    /// What to do when every candidate is cooling (default [`WhenAllCooling::TryAnyway`]).
+    pub fn when_all_cooling(mut self, mode: WhenAllCooling) -> Self {
+        self.when_all_cooling = mode;
+        self
+    }
+
+    /// At most this many models per request (default: every model in the chain). Requests can lower
+    /// it with [`ModelRequest::with_max_attempts`](crate::ModelRequest::with_max_attempts).
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Validates the options and builds the layer.
+    pub fn build(self) -> Result<FallbackLayer, ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(ConfigError::ZeroMaxAttempts);
+        }
+        Ok(self.finish())
+    }
+
+    fn finish(self) -> FallbackLayer {
+        let models = self.policy.chain().len();
+        FallbackLayer {
+            shared: Arc::new(Shared {
+                policy: self.policy,
+                classifier: self.classifier,
+                stats: Stats::new(models),
+                when_all_cooling: self.when_all_cooling,
+                max_attempts: self.max_attempts.max(1),
+            }),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Cooldown policies: the shared memory of which models were throttled recently.
+//!
+//! A [`Fallback`](crate::Fallback) asks its policy, for every new request, which models to skip, and
+//! tells it the outcome of every attempt. The policy is shared by every clone of the layer and the
+//! service, so it sees every user's traffic; its cooldowns are *hints* for new requests and never touch
+//! a request that is already running.
+//!
+//! - [`AdaptiveCooldown`] (the default) scales the cooldown with how often the model was throttled
+//!   recently and lets a successful request reopen the model for everyone.
+//! - [`FixedCooldown`] blocks a throttled model for a fixed time: the naive design, kept as a baseline
+//!   and as a worked example of writing a policy.
+//!
+//! # Writing a policy
+//!
+//! Implement [`CooldownPolicy`]. Models are identified by their index in [`chain`](CooldownPolicy::chain),
+//! so per-model state can live in a slice of atomics. [`hint`](CooldownPolicy::hint) runs on every
+//! request: keep it lock-free, and avoid reading the clock when nothing is cooling.
+//! [`FixedCooldown`]'s source is a complete, small example.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::chain::ModelChain;
+use crate::classify::ErrorClass;
+use crate::request::TokenCost;
+
+mod adaptive;
+mod cell;
+mod fixed;
+
+pub use adaptive::{AdaptiveCooldown, AdaptiveCooldownBuilder, Tier};
+pub use fixed::FixedCooldown;
+
+/// Whether new requests should try a model now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hint {
+    /// Try it.
+    Available,
+    /// Skip it unless every candidate is cooling.
+    Cooling {
+        /// Time until the cooldown ends; the soonest-ending model is tried first when all are cooling.
+        remaining: Duration,
+    },
+}
+
+impl Hint {
+    /// Whether the model should be tried.
+    pub fn is_available(&self) -> bool {
+        matches!(self, Hint::Available)
+    }
+}
+
+/// A value the policy hands out when an attempt starts and gets back with its outcome.
+///
+/// [`AdaptiveCooldown`] stores the model's throttle count in it, so that a success of an attempt that
+/// started before the latest throttle is recognised as stale.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Ticket(u64);
+
+impl Ticket {
+    /// Wraps a policy-defined value.
+    pub const fn new(value: u64) -> Self {
+        Ticket(value)
+    }
+
+    /// The policy-defined value.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// What a policy learns about an attempt when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptInfo {
+    /// The model's index in the chain.
+    pub model: usize,
+    /// What [`CooldownPolicy::on_attempt`] returned when the attempt started.
+    pub ticket: Ticket,
+    /// The request's token estimate, if it had one.
+    pub cost: Option<TokenCost>,
+}
+
+/// The shared state that decides which models new requests skip.
+///
+/// Implementations are shared behind an `Arc` by every clone of a layer and called concurrently; use
+/// atomics for what [`hint`](Self::hint) reads and keep any lock short and never across an `.await`
+/// (there is none: every method is synchronous).
+pub trait CooldownPolicy: fmt::Debug + Send + Sync + 'static {
+    /// The models, in priority order. Every `model` index passed to the other methods points into it.
+    fn chain(&self) -> &ModelChain;
+
+    /// Whether a new request should try `model` now. Called for every request: keep it cheap.
+    fn hint(&self, model: usize, cost: Option<TokenCost>) -> Hint;
+
+    /// An attempt on `model` is about to start.
+    fn on_attempt(&self, model: usize, cost: Option<TokenCost>) -> Ticket {
+        let _ = (model, cost);
+        Ticket::default()
+    }
+
+    /// The attempt succeeded.
+    fn on_success(&self, attempt: &AttemptInfo);
+
+    /// The attempt was throttled; `retry_after` is the service's hint, if any. Returns the cooldown
+    /// now in force on the model (zero if none), for traces and stats.
+    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration;
+
+    /// The attempt failed for a reason other than a throttle.
+    fn on_failure(&self, attempt: &AttemptInfo, class: ErrorClass) {
+        let _ = (attempt, class);
+    }
+
+    /// Time left on `model`'s cooldown, or `None` if it is not cooling. For stats: unlike
+    /// [`hint`](Self::hint) it ignores any skip threshold.
+    fn cooldown_remaining(&self, model: usize) -> Option<Duration>;
+
+    /// Forgets every cooldown and throttle history, putting all models back in chain order.
+    fn reset_cooldowns(&self);
+}
