@@ -1,0 +1,238 @@
+//! Cooldown arithmetic of the policies, on a paused clock.
+
+use std::time::Duration;
+
+use tokio::time::advance;
+use tower_model_fallback::ModelChain;
+use tower_model_fallback::error::ConfigError;
+use tower_model_fallback::policy::{
+    AdaptiveCooldown, AttemptInfo, CooldownPolicy, FixedCooldown, Hint, Tier,
+};
+
+const A: usize = 0;
+
+fn chain() -> ModelChain {
+    ModelChain::new(["A", "B"]).unwrap()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Starts an attempt on `model` and returns what the policy needs to hear its outcome.
+fn begin(policy: &dyn CooldownPolicy, model: usize) -> AttemptInfo {
+    AttemptInfo {
+        model,
+        ticket: policy.on_attempt(model, None),
+        cost: None,
+    }
+}
+
+fn throttle(policy: &dyn CooldownPolicy, model: usize) -> Duration {
+    let attempt = begin(policy, model);
+    policy.on_throttle(&attempt, None)
+}
+
+#[tokio::test(start_paused = true)]
+async fn cooldown_grows_with_throttles_in_the_window() {
+    let policy = AdaptiveCooldown::new(chain());
+    let expected = [10, 30, 30, 60, 60];
+    for (n, want) in expected.into_iter().enumerate() {
+        assert_eq!(throttle(&policy, A), secs(want), "throttle {}", n + 1);
+        advance(Duration::from_millis(100)).await;
+    }
+    assert_eq!(policy.cooldown_for(0), Duration::ZERO);
+    assert_eq!(policy.cooldown_for(100), secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_older_than_the_window_stop_counting() {
+    let policy = AdaptiveCooldown::new(chain());
+    assert_eq!(throttle(&policy, A), secs(10));
+    advance(secs(30)).await;
+    assert_eq!(throttle(&policy, A), secs(30), "two throttles within 60 s");
+    advance(secs(31)).await;
+    // The first throttle is now 61 s old: only the second and this one count.
+    assert_eq!(throttle(&policy, A), secs(30));
+    advance(secs(61)).await;
+    assert_eq!(throttle(&policy, A), secs(10), "window slid past every earlier throttle");
+}
+
+#[tokio::test(start_paused = true)]
+async fn models_cool_independently() {
+    let policy = AdaptiveCooldown::new(chain());
+    throttle(&policy, A);
+    assert!(matches!(policy.hint(A, None), Hint::Cooling { .. }));
+    assert_eq!(policy.hint(1, None), Hint::Available);
+    assert_eq!(policy.cooldown_remaining(1), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn skip_threshold_boundary_is_two_seconds() {
+    let policy = AdaptiveCooldown::new(chain());
+    throttle(&policy, A);
+    advance(Duration::from_millis(7_999)).await;
+    assert_eq!(
+        policy.hint(A, None),
+        Hint::Cooling { remaining: Duration::from_millis(2_001) },
+        "2.001 s left: skipped"
+    );
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(policy.hint(A, None), Hint::Available, "exactly 2 s left: tried again");
+    assert_eq!(policy.cooldown_remaining(A), Some(secs(2)), "still cooling for stats");
+    advance(secs(2)).await;
+    assert_eq!(policy.cooldown_remaining(A), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fresh_success_clears_history_and_cooldown() {
+    let policy = AdaptiveCooldown::new(chain());
+    throttle(&policy, A);
+    throttle(&policy, A);
+    let probe = begin(&policy, A);
+    policy.on_success(&probe);
+    assert_eq!(policy.cooldown_remaining(A), None);
+    assert_eq!(policy.hint(A, None), Hint::Available);
+    // History is gone too: the next throttle is a first throttle again.
+    assert_eq!(throttle(&policy, A), secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_success_does_not_reopen_the_model() {
+    let policy = AdaptiveCooldown::new(chain());
+    let slow = begin(&policy, A); // starts before the throttle
+    advance(secs(1)).await;
+    throttle(&policy, A);
+    advance(secs(1)).await;
+    policy.on_success(&slow);
+    assert_eq!(policy.cooldown_remaining(A), Some(secs(9)));
+    // The history survived as well: a second throttle is the 30 s tier.
+    assert_eq!(throttle(&policy, A), secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_lengthens_but_never_shortens_the_cooldown() {
+    let policy = AdaptiveCooldown::new(chain());
+    let attempt = begin(&policy, A);
+    assert_eq!(policy.on_throttle(&attempt, Some(secs(45))), secs(45));
+    policy.reset_cooldowns();
+    let attempt = begin(&policy, A);
+    assert_eq!(policy.on_throttle(&attempt, Some(secs(3))), secs(10), "shorter hint ignored");
+    policy.reset_cooldowns();
+    let attempt = begin(&policy, A);
+    assert_eq!(
+        policy.on_throttle(&attempt, Some(secs(86_400))),
+        secs(300),
+        "hints are capped by max_retry_after"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn later_throttle_never_shortens_a_running_cooldown() {
+    let policy = AdaptiveCooldown::builder()
+        .tiers([Tier::new(1, secs(10))])
+        .build(chain())
+        .unwrap();
+    let attempt = begin(&policy, A);
+    policy.on_throttle(&attempt, Some(secs(100)));
+    assert_eq!(throttle(&policy, A), secs(100), "the longer cooldown stays in force");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reset_clears_every_model() {
+    let policy = AdaptiveCooldown::new(chain());
+    throttle(&policy, 0);
+    throttle(&policy, 1);
+    policy.reset_cooldowns();
+    assert_eq!(policy.cooldown_remaining(0), None);
+    assert_eq!(policy.cooldown_remaining(1), None);
+    assert_eq!(throttle(&policy, 0), secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn custom_numbers_are_used() {
+    let policy = AdaptiveCooldown::builder()
+        .window(secs(5))
+        .tiers([Tier::new(1, secs(3)), Tier::new(2, secs(20))])
+        .skip_threshold(Duration::from_millis(500))
+        .build(chain())
+        .unwrap();
+    assert_eq!(throttle(&policy, A), secs(3));
+    assert_eq!(throttle(&policy, A), secs(20));
+    advance(secs(6)).await;
+    assert_eq!(throttle(&policy, A), secs(14), "window expired: a 3 s tier cannot cut the 14 s left");
+    policy.reset_cooldowns();
+    assert_eq!(throttle(&policy, A), secs(3));
+    advance(Duration::from_millis(2_500)).await;
+    assert_eq!(policy.hint(A, None), Hint::Available);
+}
+
+#[test]
+fn invalid_adaptive_config_is_rejected_when_built() {
+    let build = |b: tower_model_fallback::policy::AdaptiveCooldownBuilder| b.build(chain()).unwrap_err();
+    assert_eq!(build(AdaptiveCooldown::builder().window(Duration::ZERO)), ConfigError::ZeroWindow);
+    assert_eq!(build(AdaptiveCooldown::builder().tiers([])), ConfigError::NoTiers);
+    assert_eq!(
+        build(AdaptiveCooldown::builder().tiers([Tier::new(0, secs(10))])),
+        ConfigError::ZeroTier
+    );
+    assert_eq!(
+        build(AdaptiveCooldown::builder().tiers([Tier::new(1, Duration::ZERO)])),
+        ConfigError::ZeroTier
+    );
+    assert_eq!(
+        build(AdaptiveCooldown::builder().tiers([Tier::new(1, secs(30)), Tier::new(2, secs(10))])),
+        ConfigError::TiersNotIncreasing,
+        "a tier that shrinks"
+    );
+    assert_eq!(
+        build(AdaptiveCooldown::builder().tiers([Tier::new(2, secs(10)), Tier::new(2, secs(30))])),
+        ConfigError::TiersNotIncreasing,
+        "a threshold that repeats"
+    );
+    let err = build(AdaptiveCooldown::builder().skip_threshold(secs(10)));
+    assert_eq!(
+        err,
+        ConfigError::SkipThresholdTooLarge { threshold: secs(10), shortest: secs(10) }
+    );
+    assert_eq!(
+        err.to_string(),
+        "skip threshold 10s must be shorter than the shortest cooldown 10s"
+    );
+}
+
+#[test]
+fn invalid_chains_are_rejected_when_built() {
+    let empty: [&str; 0] = [];
+    assert_eq!(ModelChain::new(empty).unwrap_err(), ConfigError::EmptyChain);
+    assert_eq!(ModelChain::new(["A", ""]).unwrap_err(), ConfigError::EmptyModelId);
+    let err = ModelChain::new(["A", "B", "A"]).unwrap_err();
+    assert_eq!(err, ConfigError::DuplicateModel("A".into()));
+    assert_eq!(err.to_string(), "model A appears twice in the chain");
+    let many: Vec<String> = (0..65).map(|i| format!("m{i}")).collect();
+    assert_eq!(
+        ModelChain::new(&many).unwrap_err(),
+        ConfigError::TooManyModels { count: 65, max: 64 }
+    );
+    assert_eq!(ModelChain::new(&many[..64]).unwrap().len(), 64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fixed_cooldown_blocks_for_everyone_until_it_runs_out() {
+    let policy = FixedCooldown::new(chain());
+    assert_eq!(throttle(&policy, A), secs(60));
+    let probe = begin(&policy, A);
+    policy.on_success(&probe);
+    advance(secs(59)).await;
+    assert_eq!(
+        policy.hint(A, None),
+        Hint::Cooling { remaining: secs(1) },
+        "no threshold, and a success does not end the block"
+    );
+    advance(secs(1)).await;
+    assert_eq!(policy.hint(A, None), Hint::Available);
+    assert_eq!(
+        FixedCooldown::with_cooldown(chain(), Duration::ZERO).unwrap_err(),
+        ConfigError::ZeroCooldown
+    );
+}
