@@ -1,0 +1,322 @@
+//! What one request does: which models it tries, in what order, and how it ends.
+
+use std::time::Duration;
+
+use tokio::time::{Instant, advance};
+use tower::{BoxError, Layer, ServiceExt};
+use tower_model_fallback::classify::{ErrorClass, StatusError};
+use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError, UnknownModel};
+use tower_model_fallback::policy::AdaptiveCooldown;
+use tower_model_fallback::testing::{ScriptedModels, Step};
+use tower_model_fallback::{
+    Fallback, FallbackLayer, ModelChain, ModelRequest, Served, WhenAllCooling,
+    testing::ScriptedReply,
+};
+
+fn layer(mode: WhenAllCooling) -> FallbackLayer {
+    let chain = ModelChain::new(["A", "B", "C"]).unwrap();
+    FallbackLayer::builder(AdaptiveCooldown::new(chain))
+        .when_all_cooling(mode)
+        .build()
+        .unwrap()
+}
+
+fn service(models: &ScriptedModels) -> Fallback<ScriptedModels> {
+    layer(WhenAllCooling::TryAnyway).layer(models.clone())
+}
+
+async fn send(
+    svc: &Fallback<ScriptedModels>,
+    req: ModelRequest<()>,
+) -> Result<Served<ScriptedReply>, BoxError> {
+    svc.clone().oneshot(req).await
+}
+
+fn fallback_error(err: BoxError) -> FallbackError {
+    *err.downcast::<FallbackError>().expect("a FallbackError")
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_falling_back_class_moves_to_the_next_model() {
+    for (code, class) in [
+        ("ThrottlingException", ErrorClass::THROTTLED),
+        ("ServiceUnavailableException", ErrorClass::Transient),
+        ("InternalServerException", ErrorClass::Transient),
+        ("ModelTimeoutException", ErrorClass::Transient),
+        ("AccessDeniedException", ErrorClass::ModelRejected),
+        ("ResourceNotFoundException", ErrorClass::ModelRejected),
+        ("ModelErrorException", ErrorClass::ModelRejected),
+    ] {
+        let models = ScriptedModels::new().script("A", [Step::error(code)]);
+        let svc = service(&models);
+        let served = send(&svc, ModelRequest::new(())).await.unwrap();
+        assert_eq!(served.model(), "B", "{code}");
+        assert_eq!(served.response().text, "B ok");
+        assert_eq!(served.failed_attempts()[0].class(), class, "{code}");
+        let stats = svc.stats();
+        assert_eq!(stats.totals.served_by_fallback, 1);
+        // Only throttles cool a model down.
+        assert_eq!(svc.policy().cooldown_remaining(0).is_some(), class.is_throttled(), "{code}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fatal_error_returns_at_once_with_the_inner_error() {
+    let models = ScriptedModels::new().script("A", [Step::error("ValidationException")]);
+    let svc = service(&models);
+    let err = fallback_error(send(&svc, ModelRequest::new(())).await.unwrap_err());
+    assert_eq!(err.attempts().len(), 1);
+    assert_eq!(err.attempts()[0].class(), ErrorClass::Fatal);
+    let inner = err.last_error().unwrap().downcast_ref::<StatusError>().unwrap();
+    assert_eq!(inner.code(), Some("ValidationException"));
+    assert_eq!(models.calls("B"), 0, "a bad request is not sent to another model");
+    assert_eq!(svc.stats().totals.failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_model_is_tried_at_most_once_and_the_error_lists_them() {
+    let models = ScriptedModels::new()
+        .otherwise("A", Step::throttle())
+        .otherwise("B", Step::error("ServiceUnavailableException"))
+        .otherwise("C", Step::error("ModelErrorException"));
+    let svc = service(&models);
+    let err = send(&svc, ModelRequest::new(())).await.unwrap_err();
+    let message = err.to_string();
+    let err = fallback_error(err);
+    let trail: Vec<_> = err.attempts().iter().map(|a| (a.model().to_string(), a.class())).collect();
+    assert_eq!(
+        trail,
+        [
+            ("A".to_string(), ErrorClass::THROTTLED),
+            ("B".to_string(), ErrorClass::Transient),
+            ("C".to_string(), ErrorClass::ModelRejected),
+        ]
+    );
+    assert_eq!(models.log(), ["A".into(), "B".into(), "C".into()] as [tower_model_fallback::ModelId; 3]);
+    assert!(message.starts_with("all 3 model attempts failed: A (throttled)"), "{message}");
+    // The last inner error is the source and can be taken back.
+    let last = err.into_last_error().unwrap();
+    assert_eq!(last.downcast_ref::<StatusError>().unwrap().status(), 424);
+}
+
+#[tokio::test(start_paused = true)]
+async fn explicit_order_is_honoured() {
+    let models = ScriptedModels::new().script("C", [Step::throttle()]);
+    let svc = service(&models);
+    let served = send(&svc, ModelRequest::new(()).with_order(["C", "A"])).await.unwrap();
+    assert_eq!(served.model(), "A");
+    assert_eq!(models.log(), ["C".into(), "A".into()] as [tower_model_fallback::ModelId; 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pinned_model_is_tried_even_when_cooling_and_never_falls_back() {
+    let models = ScriptedModels::new().script("B", [Step::throttle(), Step::throttle()]);
+    let svc = service(&models);
+    // Cool B down through a normal request.
+    send(&svc, ModelRequest::new(()).with_order(["B", "C"])).await.unwrap();
+    assert!(svc.policy().cooldown_remaining(1).is_some());
+
+    let err = send(&svc, ModelRequest::new(()).pinned("B")).await.unwrap_err();
+    let err = fallback_error(err);
+    assert_eq!(err.attempts().len(), 1);
+    assert_eq!(err.attempts()[0].model(), "B");
+    assert_eq!(models.calls("B"), 2, "the pinned request went to B despite its cooldown");
+    assert_eq!(models.calls("A"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_models_in_overrides_are_rejected() {
+    let models = ScriptedModels::new();
+    let svc = service(&models);
+    let err = send(&svc, ModelRequest::new(()).pinned("Z")).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<UnknownModel>().unwrap().model().unwrap(), "Z");
+    let err = send(&svc, ModelRequest::new(()).with_order(["A", "Z"])).await.unwrap_err();
+    assert!(err.is::<UnknownModel>());
+    assert_eq!(err.to_string(), "model Z is not configured");
+    assert_eq!(models.total_calls(), 0);
+    assert_eq!(svc.stats().totals.failed, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_attempts_per_request_and_per_layer() {
+    let models = ScriptedModels::new()
+        .otherwise("A", Step::error("InternalServerException"))
+        .otherwise("B", Step::error("InternalServerException"));
+    let svc = service(&models);
+    let err = send(&svc, ModelRequest::new(()).with_max_attempts(1)).await.unwrap_err();
+    assert_eq!(fallback_error(err).attempts().len(), 1);
+
+    let capped = FallbackLayer::builder(AdaptiveCooldown::new(ModelChain::new(["A", "B", "C"]).unwrap()))
+        .max_attempts(2)
+        .build()
+        .unwrap()
+        .layer(models.clone());
+    let err = capped.oneshot(ModelRequest::new(())).await.unwrap_err();
+    assert_eq!(fallback_error(err).attempts().len(), 2);
+
+    let zero = FallbackLayer::builder(AdaptiveCooldown::new(ModelChain::new(["A"]).unwrap()))
+        .max_attempts(0)
+        .build();
+    assert_eq!(zero.unwrap_err(), tower_model_fallback::error::ConfigError::ZeroMaxAttempts);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_cuts_a_slow_attempt_and_stops_further_ones() {
+    let models = ScriptedModels::new()
+        .script("A", [Step::error("ServiceUnavailableException").after(Duration::from_secs(2))])
+        .script("B", [Step::ok().after(Duration::from_secs(10))]);
+    let svc = service(&models);
+    let start = Instant::now();
+    let err = send(&svc, ModelRequest::new(()).with_deadline(start + Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    assert_eq!(Instant::now() - start, Duration::from_secs(5), "resolved exactly at the deadline");
+    let err = err.downcast::<DeadlineExceeded>().unwrap();
+    assert_eq!(err.attempts().len(), 1, "A's failure is listed; B was cut off");
+    assert_eq!(models.calls("C"), 0, "no attempt starts after the deadline");
+    let stats = svc.stats();
+    assert_eq!(stats.models[1].cancelled, 1);
+    assert_eq!(stats.models[1].in_flight, 0);
+    assert_eq!(stats.totals.failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_past_deadline_fails_before_any_call() {
+    let models = ScriptedModels::new();
+    let svc = service(&models);
+    let past = Instant::now();
+    advance(Duration::from_millis(1)).await;
+    let err = send(&svc, ModelRequest::new(()).with_deadline(past)).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>());
+    assert_eq!(models.total_calls(), 0);
+}
+
+/// Throttles A, B and C (10 s, 10 s and 10 s cooldowns started 0, 1 and 2 s apart).
+async fn cool_everything(svc: &Fallback<ScriptedModels>, models: &ScriptedModels) {
+    for model in ["A", "B", "C"] {
+        models.push(model, [Step::throttle()]);
+        let _ = send(svc, ModelRequest::new(()).pinned(model)).await;
+        advance(Duration::from_secs(1)).await;
+    }
+    models.clear_log();
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_cooling_try_anyway_goes_soonest_expiring_first() {
+    let models = ScriptedModels::new();
+    let svc = layer(WhenAllCooling::TryAnyway).layer(models.clone());
+    // Cool C first so that it expires soonest, then A, then B.
+    for model in ["C", "A", "B"] {
+        models.push(model, [Step::throttle()]);
+        let _ = send(&svc, ModelRequest::new(()).pinned(model)).await;
+        advance(Duration::from_secs(1)).await;
+    }
+    models.clear_log();
+    models.push("C", [Step::throttle()]);
+    let served = send(&svc, ModelRequest::new(())).await.unwrap();
+    assert_eq!(served.model(), "A");
+    assert_eq!(models.log(), ["C".into(), "A".into()] as [tower_model_fallback::ModelId; 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_cooling_fail_fast_says_when_to_come_back() {
+    let models = ScriptedModels::new();
+    let svc = layer(WhenAllCooling::FailFast).layer(models.clone());
+    cool_everything(&svc, &models).await;
+    // A's cooldown (10 s) started 3 s ago and ends first.
+    let err = send(&svc, ModelRequest::new(())).await.unwrap_err();
+    let cooling = err.downcast_ref::<CoolingDown>().unwrap();
+    assert_eq!(cooling.retry_after(), Duration::from_secs(7));
+    assert_eq!(models.total_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_cooling_wait_sleeps_until_the_soonest_expiry() {
+    let models = ScriptedModels::new();
+    let svc = layer(WhenAllCooling::Wait).layer(models.clone());
+    cool_everything(&svc, &models).await;
+    let start = Instant::now();
+    let served = send(&svc, ModelRequest::new(())).await.unwrap();
+    assert_eq!(served.model(), "A");
+    assert_eq!(Instant::now() - start, Duration::from_secs(7));
+
+    // A deadline before the soonest expiry fails at once instead of sleeping in vain.
+    cool_everything(&svc, &models).await;
+    let start = Instant::now();
+    let err = send(&svc, ModelRequest::new(()).with_deadline(start + Duration::from_secs(3)))
+        .await
+        .unwrap_err();
+    assert!(err.is::<CoolingDown>(), "{err}");
+    assert_eq!(Instant::now(), start);
+}
+
+#[tokio::test(start_paused = true)]
+async fn models_that_start_cooling_mid_request_are_skipped() {
+    // A fails (not a throttle); meanwhile another request throttled B; C serves.
+    let models = ScriptedModels::new()
+        .script("A", [Step::error("InternalServerException").after(Duration::from_secs(1))])
+        .script("B", [Step::throttle()]);
+    let svc = service(&models);
+    let first = tokio::spawn(svc.clone().oneshot(ModelRequest::new(())));
+    tokio::task::yield_now().await;
+    send(&svc, ModelRequest::new(()).with_order(["B", "C"])).await.unwrap();
+    let served = first.await.unwrap().unwrap();
+    assert_eq!(served.model(), "C");
+    assert_eq!(models.calls("B"), 1, "B was throttled once and not hit again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_future_mid_attempt_keeps_stats_consistent() {
+    let models = ScriptedModels::new().script("A", [Step::hang()]);
+    let svc = service(&models);
+    let mut call = tokio_test::task::spawn(svc.clone().oneshot(ModelRequest::new(())));
+    tokio_test::assert_pending!(call.poll());
+    assert_eq!(svc.stats().models[0].in_flight, 1);
+    assert_eq!(svc.stats().totals.in_flight, 1);
+    drop(call);
+    let stats = svc.stats();
+    assert_eq!(stats.models[0].in_flight, 0);
+    assert_eq!(stats.models[0].cancelled, 1);
+    assert_eq!(stats.totals.in_flight, 0);
+    assert_eq!(stats.totals.cancelled, 1);
+    assert_eq!(stats.totals.requests, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_report_usage_and_reset_clears_cooldowns() {
+    let models = ScriptedModels::new().script("A", [Step::throttle()]);
+    let layer = layer(WhenAllCooling::TryAnyway);
+    let svc = layer.layer(models.clone());
+    for _ in 0..4 {
+        send(&svc, ModelRequest::new(())).await.unwrap();
+    }
+    let stats = layer.stats();
+    assert_eq!(stats.totals.requests, 4);
+    assert_eq!(stats.totals.served_by_fallback, 4, "A cooled after the first throttle");
+    assert_eq!(stats.totals.primary_usage, Some(0.0));
+    let a = &stats.models[0];
+    assert_eq!((a.attempts, a.throttles, a.successes), (1, 1, 0));
+    assert_eq!(a.status, tower_model_fallback::stats::ModelStatus::CoolingDown);
+    assert_eq!(a.cooldown_remaining_s, 10.0);
+    assert_eq!(a.success_rate, Some(0.0));
+    assert_eq!(stats.models[1].success_rate, Some(1.0));
+
+    layer.reset_cooldowns();
+    send(&svc, ModelRequest::new(())).await.unwrap();
+    let stats = layer.stats();
+    assert_eq!(stats.models[0].status, tower_model_fallback::stats::ModelStatus::Available);
+    assert_eq!(stats.totals.served_by_primary, 1);
+    assert_eq!(stats.totals.primary_usage, Some(0.2));
+}
+
+#[cfg(feature = "serde")]
+#[tokio::test(start_paused = true)]
+async fn stats_serialize_to_json() {
+    let models = ScriptedModels::new();
+    let svc = service(&models);
+    send(&svc, ModelRequest::new(())).await.unwrap();
+    let json = serde_json::to_value(svc.stats()).unwrap();
+    assert_eq!(json["models"][0]["id"], "A");
+    assert_eq!(json["models"][0]["status"], "available");
+    assert_eq!(json["totals"]["primary_usage"], 1.0);
+}
