@@ -1,0 +1,102 @@
+//! The tower contract: readiness is forwarded, and no service is called unless it was polled ready.
+//! tower-test's mocks panic when called unready, and their clones start unready.
+
+use tokio_test::{assert_pending, assert_ready, assert_ready_err, assert_ready_ok, task};
+use tower::BoxError;
+use tower_model_fallback::classify::StatusError;
+use tower_model_fallback::error::FallbackError;
+use tower_model_fallback::policy::AdaptiveCooldown;
+use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest};
+use tower_test::mock;
+
+type Req = ModelRequest<&'static str>;
+
+fn layer() -> FallbackLayer {
+    FallbackLayer::new(AdaptiveCooldown::new(ModelChain::new(["A", "B"]).unwrap()))
+}
+
+fn throttle() -> StatusError {
+    StatusError::new(429).with_code("ThrottlingException")
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_forwards_the_inner_readiness() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &str, _>(layer());
+    handle.allow(0);
+    assert_pending!(svc.poll_ready());
+    handle.allow(1);
+    assert_ready_ok!(svc.poll_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_errors_are_returned() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &str, _>(layer());
+    handle.send_error(StatusError::new(503));
+    let err: BoxError = assert_ready_err!(svc.poll_ready());
+    assert_eq!(err.downcast_ref::<StatusError>().unwrap().status(), 503);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_later_attempt_waits_for_its_own_readiness() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &str, _>(layer());
+    handle.allow(1);
+    assert_ready_ok!(svc.poll_ready());
+    let mut response = task::spawn(svc.call(ModelRequest::new("hi")));
+
+    // The first attempt goes to A at once, on the service that was polled ready.
+    let (request, send) = handle.next_request().await.unwrap();
+    assert_eq!(request.model().unwrap(), "A");
+    assert_eq!(*request.body(), "hi");
+    send.send_error(throttle());
+
+    // The retry needs readiness again; with no capacity the response stays pending.
+    assert_pending!(response.poll());
+    assert_pending!(response.poll());
+
+    handle.allow(1);
+    assert!(response.is_woken());
+    assert_pending!(response.poll());
+    let (request, send) = handle.next_request().await.unwrap();
+    assert_eq!(request.model().unwrap(), "B");
+    send.send_response("from B");
+    let served = assert_ready_ok!(response.poll());
+    assert_eq!(served.model(), "B");
+    assert_eq!(*served.response(), "from B");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_service_left_behind_must_be_polled_again() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &str, _>(layer());
+    handle.allow(2);
+    assert_ready_ok!(svc.poll_ready());
+    let _first = svc.call(ModelRequest::new("one"));
+    // `call` moved the ready service into the future; the clone left behind has not been polled, so
+    // it must be before the next call (the mock would panic otherwise).
+    assert_ready_ok!(svc.poll_ready());
+    let mut second = task::spawn(svc.call(ModelRequest::new("two")));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response("one");
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response("two");
+    assert_eq!(*assert_ready_ok!(second.poll()).response(), "two");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_readiness_error_on_a_later_attempt_ends_the_request_with_the_trail() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &str, _>(layer());
+    handle.allow(1);
+    assert_ready_ok!(svc.poll_ready());
+    let mut response = task::spawn(svc.call(ModelRequest::new("hi")));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(throttle());
+    handle.send_error(StatusError::new(500).with_message("inner service broke"));
+    let err = assert_ready!(response.poll()).unwrap_err();
+    let err = err.downcast::<FallbackError>().unwrap();
+    assert_eq!(err.attempts().len(), 2);
+    assert_eq!(err.attempts()[0].model(), "A");
+    assert_eq!(
+        err.last_error().unwrap().to_string(),
+        "HTTP 500: inner service broke"
+    );
+    assert_pending!(task::spawn(handle.next_request()).poll(), "B was never called");
+}
