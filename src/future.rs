@@ -136,7 +136,9 @@ where
                                 Poll::Ready(Ok(())) => *this.ready = true,
                                 Poll::Ready(Err(error)) => {
                                     this.state.set(State::Done);
-                                    return Poll::Ready(Err(this.plan.not_ready(model, error.into())));
+                                    return Poll::Ready(Err(this
+                                        .plan
+                                        .not_ready(model, error.into())));
                                 }
                                 Poll::Pending => {
                                     if deadline_passed(this.deadline.as_mut(), cx) {
@@ -272,7 +274,8 @@ impl<B: Clone> Plan<B> {
         let picked = match self.request.route() {
             Route::Chain => pick(policy, cost, self.tried, 0..chain.len()),
             Route::Order(models) => {
-                if models.is_empty() || models.iter().any(|m| chain.index_of(m.as_str()).is_none()) {
+                if models.is_empty() || models.iter().any(|m| chain.index_of(m.as_str()).is_none())
+                {
                     let unknown = models.iter().find(|m| chain.index_of(m.as_str()).is_none());
                     return Step::Finish(self.finish(UnknownModel::new(unknown.cloned()).into()));
                 }
@@ -311,7 +314,10 @@ impl<B: Clone> Plan<B> {
                     if too_late {
                         Step::Finish(self.finish(CoolingDown::new(remaining).into()))
                     } else {
-                        tracing::debug!(wait_ms = remaining.as_millis() as u64, "all models cooling; waiting");
+                        tracing::debug!(
+                            wait_ms = remaining.as_millis() as u64,
+                            "all models cooling; waiting"
+                        );
                         Step::Wait(remaining)
                     }
                 }
@@ -349,7 +355,11 @@ impl<B: Clone> Plan<B> {
             attempt.model
         });
         self.finished = true;
-        let id = policy.chain().get(model).cloned().unwrap_or_else(|| "".into());
+        let id = policy
+            .chain()
+            .get(model)
+            .cloned()
+            .unwrap_or_else(|| "".into());
         tracing::debug!(model = %id, attempts = self.failed.len() + 1, "served");
         Served::new(response, id, mem::take(&mut self.failed))
     }
@@ -370,7 +380,11 @@ impl<B: Clone> Plan<B> {
                 None
             }
         };
-        let id = policy.chain().get(attempt.model).cloned().unwrap_or_else(|| "".into());
+        let id = policy
+            .chain()
+            .get(attempt.model)
+            .cloned()
+            .unwrap_or_else(|| "".into());
         tracing::debug!(
             model = %id,
             class = %class,
@@ -378,14 +392,22 @@ impl<B: Clone> Plan<B> {
             error = %error,
             "attempt failed"
         );
-        self.failed.push(FailedAttempt::new(id, class, cooldown, error));
+        self.failed
+            .push(FailedAttempt::new(id, class, cooldown, error));
         (!class.falls_back()).then(|| self.exhausted())
     }
 
     /// The service of a later attempt failed to become ready: it is broken, so the request ends.
     fn not_ready(&mut self, model: usize, error: BoxError) -> BoxError {
-        let id = self.shared.policy.chain().get(model).cloned().unwrap_or_else(|| "".into());
-        self.failed.push(FailedAttempt::new(id, ErrorClass::Fatal, None, error));
+        let id = self
+            .shared
+            .policy
+            .chain()
+            .get(model)
+            .cloned()
+            .unwrap_or_else(|| "".into());
+        self.failed
+            .push(FailedAttempt::new(id, ErrorClass::Fatal, None, error));
         self.exhausted()
     }
 

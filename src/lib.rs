@@ -77,5 +77,9 @@ pub use served::Served;
 pub use service::Fallback;
 pub use stats::StatsSnapshot;
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Errors as tower middleware passes them around.
 pub use tower::BoxError;

@@ -98,7 +98,9 @@ where
     }
 
     fn call(&mut self, request: ModelRequest<B>) -> Self::Future {
-        let service = request.model().and_then(|model| self.routes.get(model.as_str()));
+        let service = request
+            .model()
+            .and_then(|model| self.routes.get(model.as_str()));
         let inner = match service {
             Some(service) => Inner::Routed {
                 future: Oneshot::new(service.clone(), request),
@@ -142,9 +144,10 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
             Inner::Routed { .. } => f.write_str("RouterFuture::Routed"),
-            Inner::Unknown { error } => {
-                f.debug_struct("RouterFuture::Unknown").field("error", error).finish()
-            }
+            Inner::Unknown { error } => f
+                .debug_struct("RouterFuture::Unknown")
+                .field("error", error)
+                .finish(),
         }
     }
 }

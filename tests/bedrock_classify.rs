@@ -28,7 +28,10 @@ fn raw(status: u16, headers: &[(&'static str, &'static str)]) -> HttpResponse {
 }
 
 fn meta(code: &str) -> ErrorMetadata {
-    ErrorMetadata::builder().code(code).message("from a test").build()
+    ErrorMetadata::builder()
+        .code(code)
+        .message("from a test")
+        .build()
 }
 
 /// Builds the error the SDK's parser builds for `code`: the modeled variant when the operation has
@@ -37,15 +40,33 @@ fn converse_error(code: &str) -> ConverseError {
     use aws_sdk_bedrockruntime::types::error::*;
     let m = meta(code);
     match code {
-        "ThrottlingException" => ConverseError::ThrottlingException(ThrottlingException::builder().meta(m).build()),
-        "ModelNotReadyException" => ConverseError::ModelNotReadyException(ModelNotReadyException::builder().meta(m).build()),
-        "ServiceUnavailableException" => ConverseError::ServiceUnavailableException(ServiceUnavailableException::builder().meta(m).build()),
-        "InternalServerException" => ConverseError::InternalServerException(InternalServerException::builder().meta(m).build()),
-        "ModelTimeoutException" => ConverseError::ModelTimeoutException(ModelTimeoutException::builder().meta(m).build()),
-        "ModelErrorException" => ConverseError::ModelErrorException(ModelErrorException::builder().meta(m).build()),
-        "AccessDeniedException" => ConverseError::AccessDeniedException(AccessDeniedException::builder().meta(m).build()),
-        "ResourceNotFoundException" => ConverseError::ResourceNotFoundException(ResourceNotFoundException::builder().meta(m).build()),
-        "ValidationException" => ConverseError::ValidationException(ValidationException::builder().meta(m).build()),
+        "ThrottlingException" => {
+            ConverseError::ThrottlingException(ThrottlingException::builder().meta(m).build())
+        }
+        "ModelNotReadyException" => {
+            ConverseError::ModelNotReadyException(ModelNotReadyException::builder().meta(m).build())
+        }
+        "ServiceUnavailableException" => ConverseError::ServiceUnavailableException(
+            ServiceUnavailableException::builder().meta(m).build(),
+        ),
+        "InternalServerException" => ConverseError::InternalServerException(
+            InternalServerException::builder().meta(m).build(),
+        ),
+        "ModelTimeoutException" => {
+            ConverseError::ModelTimeoutException(ModelTimeoutException::builder().meta(m).build())
+        }
+        "ModelErrorException" => {
+            ConverseError::ModelErrorException(ModelErrorException::builder().meta(m).build())
+        }
+        "AccessDeniedException" => {
+            ConverseError::AccessDeniedException(AccessDeniedException::builder().meta(m).build())
+        }
+        "ResourceNotFoundException" => ConverseError::ResourceNotFoundException(
+            ResourceNotFoundException::builder().meta(m).build(),
+        ),
+        "ValidationException" => {
+            ConverseError::ValidationException(ValidationException::builder().meta(m).build())
+        }
         _ => ConverseError::generic(m),
     }
 }
@@ -88,40 +109,76 @@ fn service_quota_exceeded_arrives_on_converse_as_unhandled_and_still_throttles()
 #[test]
 fn other_operations_are_classified_by_code() {
     for &(code, status, class) in TABLE {
-        let invoke = SdkError::service_error(InvokeModelError::generic(meta(code)), raw(status, &[]));
+        let invoke =
+            SdkError::service_error(InvokeModelError::generic(meta(code)), raw(status, &[]));
         assert_eq!(classify(invoke), class, "InvokeModel {code}");
-        let stream = SdkError::service_error(ConverseStreamError::generic(meta(code)), raw(status, &[]));
+        let stream =
+            SdkError::service_error(ConverseStreamError::generic(meta(code)), raw(status, &[]));
         assert_eq!(classify(stream), class, "ConverseStream {code}");
         let invoke_stream = SdkError::service_error(
             InvokeModelWithResponseStreamError::generic(meta(code)),
             raw(status, &[]),
         );
-        assert_eq!(classify(invoke_stream), class, "InvokeModelWithResponseStream {code}");
+        assert_eq!(
+            classify(invoke_stream),
+            class,
+            "InvokeModelWithResponseStream {code}"
+        );
     }
 }
 
 #[test]
 fn a_bare_status_is_enough_when_there_is_no_code() {
     // A variant built without metadata has no code, as the SDK notes warn; the raw status decides.
-    let err = ConverseError::ThrottlingException(ThrottlingException::builder().message("slow").build());
-    assert_eq!(classify(SdkError::service_error(err, raw(429, &[]))), ErrorClass::THROTTLED);
+    let err =
+        ConverseError::ThrottlingException(ThrottlingException::builder().message("slow").build());
+    assert_eq!(
+        classify(SdkError::service_error(err, raw(429, &[]))),
+        ErrorClass::THROTTLED
+    );
     let err = ConverseError::generic(ErrorMetadata::builder().build());
-    assert_eq!(classify(SdkError::service_error(err, raw(502, &[]))), ErrorClass::Transient);
+    assert_eq!(
+        classify(SdkError::service_error(err, raw(502, &[]))),
+        ErrorClass::Transient
+    );
     let err = ConverseError::generic(ErrorMetadata::builder().build());
-    assert_eq!(classify(SdkError::service_error(err, raw(418, &[]))), ErrorClass::Fatal);
+    assert_eq!(
+        classify(SdkError::service_error(err, raw(418, &[]))),
+        ErrorClass::Fatal
+    );
 }
 
 #[test]
 fn retry_after_headers_ride_on_the_throttle() {
-    let err = SdkError::service_error(converse_error("ThrottlingException"), raw(429, &[("retry-after", "12")]));
-    assert_eq!(classify(err), ErrorClass::Throttled { retry_after: Some(Duration::from_secs(12)) });
+    let err = SdkError::service_error(
+        converse_error("ThrottlingException"),
+        raw(429, &[("retry-after", "12")]),
+    );
+    assert_eq!(
+        classify(err),
+        ErrorClass::Throttled {
+            retry_after: Some(Duration::from_secs(12))
+        }
+    );
     let err = SdkError::service_error(
         converse_error("ThrottlingException"),
         raw(429, &[("x-amz-retry-after", "1500")]),
     );
-    assert_eq!(classify(err), ErrorClass::Throttled { retry_after: Some(Duration::from_millis(1500)) });
-    let err = SdkError::service_error(converse_error("ThrottlingException"), raw(429, &[("retry-after", "soon")]));
-    assert_eq!(classify(err), ErrorClass::THROTTLED, "an unparsable hint is ignored");
+    assert_eq!(
+        classify(err),
+        ErrorClass::Throttled {
+            retry_after: Some(Duration::from_millis(1500))
+        }
+    );
+    let err = SdkError::service_error(
+        converse_error("ThrottlingException"),
+        raw(429, &[("retry-after", "soon")]),
+    );
+    assert_eq!(
+        classify(err),
+        ErrorClass::THROTTLED,
+        "an unparsable hint is ignored"
+    );
 }
 
 #[test]
@@ -145,16 +202,30 @@ fn transport_failures_fall_back_and_construction_failures_do_not() {
 #[test]
 fn stream_events_are_classified_by_variant() {
     let raw = || RawMessage::invalid(None);
-    let throttled = ConverseStreamOutputError::ThrottlingException(ThrottlingException::builder().build());
-    assert_eq!(classify(SdkError::service_error(throttled, raw())), ErrorClass::THROTTLED);
+    let throttled =
+        ConverseStreamOutputError::ThrottlingException(ThrottlingException::builder().build());
+    assert_eq!(
+        classify(SdkError::service_error(throttled, raw())),
+        ErrorClass::THROTTLED
+    );
     let broken = ConverseStreamOutputError::ModelStreamErrorException(
         ModelStreamErrorException::builder().build(),
     );
-    assert_eq!(classify(SdkError::service_error(broken, raw())), ErrorClass::Transient);
+    assert_eq!(
+        classify(SdkError::service_error(broken, raw())),
+        ErrorClass::Transient
+    );
     let invalid = ResponseStreamError::ValidationException(ValidationException::builder().build());
-    assert_eq!(classify(SdkError::service_error(invalid, raw())), ErrorClass::Fatal);
-    let throttled = ResponseStreamError::ThrottlingException(ThrottlingException::builder().build());
-    assert_eq!(classify(SdkError::service_error(throttled, raw())), ErrorClass::THROTTLED);
+    assert_eq!(
+        classify(SdkError::service_error(invalid, raw())),
+        ErrorClass::Fatal
+    );
+    let throttled =
+        ResponseStreamError::ThrottlingException(ThrottlingException::builder().build());
+    assert_eq!(
+        classify(SdkError::service_error(throttled, raw())),
+        ErrorClass::THROTTLED
+    );
 }
 
 #[test]
@@ -162,7 +233,10 @@ fn overrides_win_over_the_table() {
     let classifier = DefaultClassifier::new()
         .with_code("ModelErrorException", ErrorClass::Fatal)
         .with_status(418, ErrorClass::Transient);
-    let err: BoxError = Box::new(SdkError::service_error(converse_error("ModelErrorException"), raw(424, &[])));
+    let err: BoxError = Box::new(SdkError::service_error(
+        converse_error("ModelErrorException"),
+        raw(424, &[]),
+    ));
     assert_eq!(classifier.classify(&*err), ErrorClass::Fatal);
     let err: BoxError = Box::new(SdkError::service_error(
         ConverseError::generic(ErrorMetadata::builder().build()),

@@ -71,7 +71,10 @@ fn concurrent_requests_resolve_once_and_counters_add_up() {
                 Err(_) => failed += 1,
             }
         }
-        assert!(seen.iter().all(|&n| n == 1), "every request resolved exactly once");
+        assert!(
+            seen.iter().all(|&n| n == 1),
+            "every request resolved exactly once"
+        );
 
         let stats = layer.stats();
         let t = &stats.totals;
@@ -87,8 +90,17 @@ fn concurrent_requests_resolve_once_and_counters_add_up() {
             .map(|m| m.successes + m.throttles + m.failures)
             .sum();
         assert_eq!(attempts, outcomes);
-        assert_eq!(attempts, calls.load(Ordering::Relaxed), "every attempt reached the service once");
-        assert!(stats.models.iter().all(|m| m.in_flight == 0 && m.cancelled == 0));
+        assert_eq!(
+            attempts,
+            calls.load(Ordering::Relaxed),
+            "every attempt reached the service once"
+        );
+        assert!(
+            stats
+                .models
+                .iter()
+                .all(|m| m.in_flight == 0 && m.cancelled == 0)
+        );
         assert!(t.served_by_fallback > 0 && t.served_by_primary > 0);
     });
 }

@@ -56,7 +56,11 @@ async fn every_falling_back_class_moves_to_the_next_model() {
         let stats = svc.stats();
         assert_eq!(stats.totals.served_by_fallback, 1);
         // Only throttles cool a model down.
-        assert_eq!(svc.policy().cooldown_remaining(0).is_some(), class.is_throttled(), "{code}");
+        assert_eq!(
+            svc.policy().cooldown_remaining(0).is_some(),
+            class.is_throttled(),
+            "{code}"
+        );
     }
 }
 
@@ -67,9 +71,17 @@ async fn fatal_error_returns_at_once_with_the_inner_error() {
     let err = fallback_error(send(&svc, ModelRequest::new(())).await.unwrap_err());
     assert_eq!(err.attempts().len(), 1);
     assert_eq!(err.attempts()[0].class(), ErrorClass::Fatal);
-    let inner = err.last_error().unwrap().downcast_ref::<StatusError>().unwrap();
+    let inner = err
+        .last_error()
+        .unwrap()
+        .downcast_ref::<StatusError>()
+        .unwrap();
     assert_eq!(inner.code(), Some("ValidationException"));
-    assert_eq!(models.calls("B"), 0, "a bad request is not sent to another model");
+    assert_eq!(
+        models.calls("B"),
+        0,
+        "a bad request is not sent to another model"
+    );
     assert_eq!(svc.stats().totals.failed, 1);
 }
 
@@ -83,7 +95,11 @@ async fn every_model_is_tried_at_most_once_and_the_error_lists_them() {
     let err = send(&svc, ModelRequest::new(())).await.unwrap_err();
     let message = err.to_string();
     let err = fallback_error(err);
-    let trail: Vec<_> = err.attempts().iter().map(|a| (a.model().to_string(), a.class())).collect();
+    let trail: Vec<_> = err
+        .attempts()
+        .iter()
+        .map(|a| (a.model().to_string(), a.class()))
+        .collect();
     assert_eq!(
         trail,
         [
@@ -92,8 +108,14 @@ async fn every_model_is_tried_at_most_once_and_the_error_lists_them() {
             ("C".to_string(), ErrorClass::ModelRejected),
         ]
     );
-    assert_eq!(models.log(), ["A".into(), "B".into(), "C".into()] as [tower_model_fallback::ModelId; 3]);
-    assert!(message.starts_with("all 3 model attempts failed: A (throttled)"), "{message}");
+    assert_eq!(
+        models.log(),
+        ["A".into(), "B".into(), "C".into()] as [tower_model_fallback::ModelId; 3]
+    );
+    assert!(
+        message.starts_with("all 3 model attempts failed: A (throttled)"),
+        "{message}"
+    );
     // The last inner error is the source and can be taken back.
     let last = err.into_last_error().unwrap();
     assert_eq!(last.downcast_ref::<StatusError>().unwrap().status(), 424);
@@ -103,9 +125,14 @@ async fn every_model_is_tried_at_most_once_and_the_error_lists_them() {
 async fn explicit_order_is_honoured() {
     let models = ScriptedModels::new().script("C", [Step::throttle()]);
     let svc = service(&models);
-    let served = send(&svc, ModelRequest::new(()).with_order(["C", "A"])).await.unwrap();
+    let served = send(&svc, ModelRequest::new(()).with_order(["C", "A"]))
+        .await
+        .unwrap();
     assert_eq!(served.model(), "A");
-    assert_eq!(models.log(), ["C".into(), "A".into()] as [tower_model_fallback::ModelId; 2]);
+    assert_eq!(
+        models.log(),
+        ["C".into(), "A".into()] as [tower_model_fallback::ModelId; 2]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -113,14 +140,22 @@ async fn pinned_model_is_tried_even_when_cooling_and_never_falls_back() {
     let models = ScriptedModels::new().script("B", [Step::throttle(), Step::throttle()]);
     let svc = service(&models);
     // Cool B down through a normal request.
-    send(&svc, ModelRequest::new(()).with_order(["B", "C"])).await.unwrap();
+    send(&svc, ModelRequest::new(()).with_order(["B", "C"]))
+        .await
+        .unwrap();
     assert!(svc.policy().cooldown_remaining(1).is_some());
 
-    let err = send(&svc, ModelRequest::new(()).pinned("B")).await.unwrap_err();
+    let err = send(&svc, ModelRequest::new(()).pinned("B"))
+        .await
+        .unwrap_err();
     let err = fallback_error(err);
     assert_eq!(err.attempts().len(), 1);
     assert_eq!(err.attempts()[0].model(), "B");
-    assert_eq!(models.calls("B"), 2, "the pinned request went to B despite its cooldown");
+    assert_eq!(
+        models.calls("B"),
+        2,
+        "the pinned request went to B despite its cooldown"
+    );
     assert_eq!(models.calls("A"), 0);
 }
 
@@ -128,9 +163,16 @@ async fn pinned_model_is_tried_even_when_cooling_and_never_falls_back() {
 async fn unknown_models_in_overrides_are_rejected() {
     let models = ScriptedModels::new();
     let svc = service(&models);
-    let err = send(&svc, ModelRequest::new(()).pinned("Z")).await.unwrap_err();
-    assert_eq!(err.downcast_ref::<UnknownModel>().unwrap().model().unwrap(), "Z");
-    let err = send(&svc, ModelRequest::new(()).with_order(["A", "Z"])).await.unwrap_err();
+    let err = send(&svc, ModelRequest::new(()).pinned("Z"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<UnknownModel>().unwrap().model().unwrap(),
+        "Z"
+    );
+    let err = send(&svc, ModelRequest::new(()).with_order(["A", "Z"]))
+        .await
+        .unwrap_err();
     assert!(err.is::<UnknownModel>());
     assert_eq!(err.to_string(), "model Z is not configured");
     assert_eq!(models.total_calls(), 0);
@@ -143,36 +185,57 @@ async fn max_attempts_per_request_and_per_layer() {
         .otherwise("A", Step::error("InternalServerException"))
         .otherwise("B", Step::error("InternalServerException"));
     let svc = service(&models);
-    let err = send(&svc, ModelRequest::new(()).with_max_attempts(1)).await.unwrap_err();
+    let err = send(&svc, ModelRequest::new(()).with_max_attempts(1))
+        .await
+        .unwrap_err();
     assert_eq!(fallback_error(err).attempts().len(), 1);
 
-    let capped = FallbackLayer::builder(AdaptiveCooldown::new(ModelChain::new(["A", "B", "C"]).unwrap()))
-        .max_attempts(2)
-        .build()
-        .unwrap()
-        .layer(models.clone());
+    let capped = FallbackLayer::builder(AdaptiveCooldown::new(
+        ModelChain::new(["A", "B", "C"]).unwrap(),
+    ))
+    .max_attempts(2)
+    .build()
+    .unwrap()
+    .layer(models.clone());
     let err = capped.oneshot(ModelRequest::new(())).await.unwrap_err();
     assert_eq!(fallback_error(err).attempts().len(), 2);
 
     let zero = FallbackLayer::builder(AdaptiveCooldown::new(ModelChain::new(["A"]).unwrap()))
         .max_attempts(0)
         .build();
-    assert_eq!(zero.unwrap_err(), tower_model_fallback::error::ConfigError::ZeroMaxAttempts);
+    assert_eq!(
+        zero.unwrap_err(),
+        tower_model_fallback::error::ConfigError::ZeroMaxAttempts
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn deadline_cuts_a_slow_attempt_and_stops_further_ones() {
     let models = ScriptedModels::new()
-        .script("A", [Step::error("ServiceUnavailableException").after(Duration::from_secs(2))])
+        .script(
+            "A",
+            [Step::error("ServiceUnavailableException").after(Duration::from_secs(2))],
+        )
         .script("B", [Step::ok().after(Duration::from_secs(10))]);
     let svc = service(&models);
     let start = Instant::now();
-    let err = send(&svc, ModelRequest::new(()).with_deadline(start + Duration::from_secs(5)))
-        .await
-        .unwrap_err();
-    assert_eq!(Instant::now() - start, Duration::from_secs(5), "resolved exactly at the deadline");
+    let err = send(
+        &svc,
+        ModelRequest::new(()).with_deadline(start + Duration::from_secs(5)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        Instant::now() - start,
+        Duration::from_secs(5),
+        "resolved exactly at the deadline"
+    );
     let err = err.downcast::<DeadlineExceeded>().unwrap();
-    assert_eq!(err.attempts().len(), 1, "A's failure is listed; B was cut off");
+    assert_eq!(
+        err.attempts().len(),
+        1,
+        "A's failure is listed; B was cut off"
+    );
     assert_eq!(models.calls("C"), 0, "no attempt starts after the deadline");
     let stats = svc.stats();
     assert_eq!(stats.models[1].cancelled, 1);
@@ -186,7 +249,9 @@ async fn a_past_deadline_fails_before_any_call() {
     let svc = service(&models);
     let past = Instant::now();
     advance(Duration::from_millis(1)).await;
-    let err = send(&svc, ModelRequest::new(()).with_deadline(past)).await.unwrap_err();
+    let err = send(&svc, ModelRequest::new(()).with_deadline(past))
+        .await
+        .unwrap_err();
     assert!(err.is::<DeadlineExceeded>());
     assert_eq!(models.total_calls(), 0);
 }
@@ -215,7 +280,10 @@ async fn all_cooling_try_anyway_goes_soonest_expiring_first() {
     models.push("C", [Step::throttle()]);
     let served = send(&svc, ModelRequest::new(())).await.unwrap();
     assert_eq!(served.model(), "A");
-    assert_eq!(models.log(), ["C".into(), "A".into()] as [tower_model_fallback::ModelId; 2]);
+    assert_eq!(
+        models.log(),
+        ["C".into(), "A".into()] as [tower_model_fallback::ModelId; 2]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -243,9 +311,12 @@ async fn all_cooling_wait_sleeps_until_the_soonest_expiry() {
     // A deadline before the soonest expiry fails at once instead of sleeping in vain.
     cool_everything(&svc, &models).await;
     let start = Instant::now();
-    let err = send(&svc, ModelRequest::new(()).with_deadline(start + Duration::from_secs(3)))
-        .await
-        .unwrap_err();
+    let err = send(
+        &svc,
+        ModelRequest::new(()).with_deadline(start + Duration::from_secs(3)),
+    )
+    .await
+    .unwrap_err();
     assert!(err.is::<CoolingDown>(), "{err}");
     assert_eq!(Instant::now(), start);
 }
@@ -254,15 +325,24 @@ async fn all_cooling_wait_sleeps_until_the_soonest_expiry() {
 async fn models_that_start_cooling_mid_request_are_skipped() {
     // A fails (not a throttle); meanwhile another request throttled B; C serves.
     let models = ScriptedModels::new()
-        .script("A", [Step::error("InternalServerException").after(Duration::from_secs(1))])
+        .script(
+            "A",
+            [Step::error("InternalServerException").after(Duration::from_secs(1))],
+        )
         .script("B", [Step::throttle()]);
     let svc = service(&models);
     let first = tokio::spawn(svc.clone().oneshot(ModelRequest::new(())));
     tokio::task::yield_now().await;
-    send(&svc, ModelRequest::new(()).with_order(["B", "C"])).await.unwrap();
+    send(&svc, ModelRequest::new(()).with_order(["B", "C"]))
+        .await
+        .unwrap();
     let served = first.await.unwrap().unwrap();
     assert_eq!(served.model(), "C");
-    assert_eq!(models.calls("B"), 1, "B was throttled once and not hit again");
+    assert_eq!(
+        models.calls("B"),
+        1,
+        "B was throttled once and not hit again"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -292,11 +372,17 @@ async fn stats_report_usage_and_reset_clears_cooldowns() {
     }
     let stats = layer.stats();
     assert_eq!(stats.totals.requests, 4);
-    assert_eq!(stats.totals.served_by_fallback, 4, "A cooled after the first throttle");
+    assert_eq!(
+        stats.totals.served_by_fallback, 4,
+        "A cooled after the first throttle"
+    );
     assert_eq!(stats.totals.primary_usage, Some(0.0));
     let a = &stats.models[0];
     assert_eq!((a.attempts, a.throttles, a.successes), (1, 1, 0));
-    assert_eq!(a.status, tower_model_fallback::stats::ModelStatus::CoolingDown);
+    assert_eq!(
+        a.status,
+        tower_model_fallback::stats::ModelStatus::CoolingDown
+    );
     assert_eq!(a.cooldown_remaining_s, 10.0);
     assert_eq!(a.success_rate, Some(0.0));
     assert_eq!(stats.models[1].success_rate, Some(1.0));
@@ -304,7 +390,10 @@ async fn stats_report_usage_and_reset_clears_cooldowns() {
     layer.reset_cooldowns();
     send(&svc, ModelRequest::new(())).await.unwrap();
     let stats = layer.stats();
-    assert_eq!(stats.models[0].status, tower_model_fallback::stats::ModelStatus::Available);
+    assert_eq!(
+        stats.models[0].status,
+        tower_model_fallback::stats::ModelStatus::Available
+    );
     assert_eq!(stats.totals.served_by_primary, 1);
     assert_eq!(stats.totals.primary_usage, Some(0.2));
 }

@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
-use tokio::time::{advance, Instant};
+use tokio::time::{Instant, advance};
 use tower::{Layer, ServiceExt};
 use tower_model_fallback::testing::{ScriptedModels, Step};
-use tower_model_fallback::{Fallback, FallbackLayer, ModelChain, ModelRequest, policy::AdaptiveCooldown};
+use tower_model_fallback::{
+    Fallback, FallbackLayer, ModelChain, ModelRequest, policy::AdaptiveCooldown,
+};
 
 fn service(models: &ScriptedModels) -> (FallbackLayer, Fallback<ScriptedModels>) {
     let chain = ModelChain::new(["A", "B"]).unwrap();
@@ -53,7 +55,10 @@ async fn one_throttled_user_never_breaks_the_others() {
     assert_eq!(served.failed_attempts().len(), 1);
     assert_eq!(served.failed_attempts()[0].model(), "A");
     assert!(served.failed_attempts()[0].class().is_throttled());
-    assert_eq!(served.failed_attempts()[0].cooldown(), Some(Duration::from_secs(10)));
+    assert_eq!(
+        served.failed_attempts()[0].cooldown(),
+        Some(Duration::from_secs(10))
+    );
 
     // While more than 2 s of A's cooldown remain, users 1-3 start at B and succeed without touching A.
     let a_calls = models.calls("A");
@@ -61,7 +66,11 @@ async fn one_throttled_user_never_breaks_the_others() {
         advance_to(throttled_at + Duration::from_secs(at)).await;
         assert_eq!(ask(&svc, user).await, "B", "user {user} at +{at}s");
     }
-    assert_eq!(models.calls("A"), a_calls, "no new request touched A while it cooled");
+    assert_eq!(
+        models.calls("A"),
+        a_calls,
+        "no new request touched A while it cooled"
+    );
 
     // The slow request that started before the throttle finished on A, undisturbed...
     let slow = slow.await.unwrap().unwrap();

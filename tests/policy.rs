@@ -55,7 +55,11 @@ async fn throttles_older_than_the_window_stop_counting() {
     // The first throttle is now 61 s old: only the second and this one count.
     assert_eq!(throttle(&policy, A), secs(30));
     advance(secs(61)).await;
-    assert_eq!(throttle(&policy, A), secs(10), "window slid past every earlier throttle");
+    assert_eq!(
+        throttle(&policy, A),
+        secs(10),
+        "window slid past every earlier throttle"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -74,12 +78,22 @@ async fn skip_threshold_boundary_is_two_seconds() {
     advance(Duration::from_millis(7_999)).await;
     assert_eq!(
         policy.hint(A, None),
-        Hint::Cooling { remaining: Duration::from_millis(2_001) },
+        Hint::Cooling {
+            remaining: Duration::from_millis(2_001)
+        },
         "2.001 s left: skipped"
     );
     advance(Duration::from_millis(1)).await;
-    assert_eq!(policy.hint(A, None), Hint::Available, "exactly 2 s left: tried again");
-    assert_eq!(policy.cooldown_remaining(A), Some(secs(2)), "still cooling for stats");
+    assert_eq!(
+        policy.hint(A, None),
+        Hint::Available,
+        "exactly 2 s left: tried again"
+    );
+    assert_eq!(
+        policy.cooldown_remaining(A),
+        Some(secs(2)),
+        "still cooling for stats"
+    );
     advance(secs(2)).await;
     assert_eq!(policy.cooldown_remaining(A), None);
 }
@@ -117,7 +131,11 @@ async fn retry_after_lengthens_but_never_shortens_the_cooldown() {
     assert_eq!(policy.on_throttle(&attempt, Some(secs(45))), secs(45));
     policy.reset_cooldowns();
     let attempt = begin(&policy, A);
-    assert_eq!(policy.on_throttle(&attempt, Some(secs(3))), secs(10), "shorter hint ignored");
+    assert_eq!(
+        policy.on_throttle(&attempt, Some(secs(3))),
+        secs(10),
+        "shorter hint ignored"
+    );
     policy.reset_cooldowns();
     let attempt = begin(&policy, A);
     assert_eq!(
@@ -135,7 +153,11 @@ async fn later_throttle_never_shortens_a_running_cooldown() {
         .unwrap();
     let attempt = begin(&policy, A);
     policy.on_throttle(&attempt, Some(secs(100)));
-    assert_eq!(throttle(&policy, A), secs(100), "the longer cooldown stays in force");
+    assert_eq!(
+        throttle(&policy, A),
+        secs(100),
+        "the longer cooldown stays in force"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -160,7 +182,11 @@ async fn custom_numbers_are_used() {
     assert_eq!(throttle(&policy, A), secs(3));
     assert_eq!(throttle(&policy, A), secs(20));
     advance(secs(6)).await;
-    assert_eq!(throttle(&policy, A), secs(14), "window expired: a 3 s tier cannot cut the 14 s left");
+    assert_eq!(
+        throttle(&policy, A),
+        secs(14),
+        "window expired: a 3 s tier cannot cut the 14 s left"
+    );
     policy.reset_cooldowns();
     assert_eq!(throttle(&policy, A), secs(3));
     advance(Duration::from_millis(2_500)).await;
@@ -169,9 +195,16 @@ async fn custom_numbers_are_used() {
 
 #[test]
 fn invalid_adaptive_config_is_rejected_when_built() {
-    let build = |b: tower_model_fallback::policy::AdaptiveCooldownBuilder| b.build(chain()).unwrap_err();
-    assert_eq!(build(AdaptiveCooldown::builder().window(Duration::ZERO)), ConfigError::ZeroWindow);
-    assert_eq!(build(AdaptiveCooldown::builder().tiers([])), ConfigError::NoTiers);
+    let build =
+        |b: tower_model_fallback::policy::AdaptiveCooldownBuilder| b.build(chain()).unwrap_err();
+    assert_eq!(
+        build(AdaptiveCooldown::builder().window(Duration::ZERO)),
+        ConfigError::ZeroWindow
+    );
+    assert_eq!(
+        build(AdaptiveCooldown::builder().tiers([])),
+        ConfigError::NoTiers
+    );
     assert_eq!(
         build(AdaptiveCooldown::builder().tiers([Tier::new(0, secs(10))])),
         ConfigError::ZeroTier
@@ -193,7 +226,10 @@ fn invalid_adaptive_config_is_rejected_when_built() {
     let err = build(AdaptiveCooldown::builder().skip_threshold(secs(10)));
     assert_eq!(
         err,
-        ConfigError::SkipThresholdTooLarge { threshold: secs(10), shortest: secs(10) }
+        ConfigError::SkipThresholdTooLarge {
+            threshold: secs(10),
+            shortest: secs(10)
+        }
     );
     assert_eq!(
         err.to_string(),
@@ -205,7 +241,10 @@ fn invalid_adaptive_config_is_rejected_when_built() {
 fn invalid_chains_are_rejected_when_built() {
     let empty: [&str; 0] = [];
     assert_eq!(ModelChain::new(empty).unwrap_err(), ConfigError::EmptyChain);
-    assert_eq!(ModelChain::new(["A", ""]).unwrap_err(), ConfigError::EmptyModelId);
+    assert_eq!(
+        ModelChain::new(["A", ""]).unwrap_err(),
+        ConfigError::EmptyModelId
+    );
     let err = ModelChain::new(["A", "B", "A"]).unwrap_err();
     assert_eq!(err, ConfigError::DuplicateModel("A".into()));
     assert_eq!(err.to_string(), "model A appears twice in the chain");

@@ -98,5 +98,8 @@ async fn a_readiness_error_on_a_later_attempt_ends_the_request_with_the_trail() 
         err.last_error().unwrap().to_string(),
         "HTTP 500: inner service broke"
     );
-    assert_pending!(task::spawn(handle.next_request()).poll(), "B was never called");
+    assert_pending!(
+        task::spawn(handle.next_request()).poll(),
+        "B was never called"
+    );
 }

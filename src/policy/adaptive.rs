@@ -174,11 +174,9 @@ impl CooldownPolicy for AdaptiveCooldown {
     }
 
     fn on_attempt(&self, model: usize, _cost: Option<TokenCost>) -> Ticket {
-        self.models
-            .get(model)
-            .map_or(Ticket::default(), |m| {
-                Ticket::new(m.throttles.load(Ordering::Acquire))
-            })
+        self.models.get(model).map_or(Ticket::default(), |m| {
+            Ticket::new(m.throttles.load(Ordering::Acquire))
+        })
     }
 
     fn on_success(&self, attempt: &AttemptInfo) {
