@@ -55,6 +55,8 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "bedrock")]
+pub mod bedrock;
 pub mod chain;
 pub mod classify;
 pub mod error;

@@ -215,16 +215,13 @@ impl CooldownPolicy for AdaptiveCooldown {
         let count = u32::try_from(history.len()).unwrap_or(u32::MAX);
         let hinted = retry_after.map_or(Duration::ZERO, |d| d.min(self.max_retry_after));
         let cooldown = self.cooldown_for(count).max(hinted);
+        let running = state.cooldown.remaining(self.origin).unwrap_or_default();
         if !cooldown.is_zero() {
             state.cooldown.extend_to(self.origin, now + cooldown);
         }
         state.throttles.fetch_add(1, Ordering::AcqRel);
         state.dirty.store(true, Ordering::Release);
-        drop(history);
-        state
-            .cooldown
-            .remaining(self.origin)
-            .unwrap_or(Duration::ZERO)
+        cooldown.max(running)
     }
 
     fn cooldown_remaining(&self, model: usize) -> Option<Duration> {

@@ -1,0 +1,407 @@
+//! A Bedrock runtime on loopback that speaks the real wire protocol, for tests with the real SDK.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::Response;
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::step::{Outcome, Step};
+use crate::classify::StatusError;
+
+mod quota;
+mod wire;
+
+pub use quota::Quota;
+use quota::QuotaState;
+use wire::{Frames, Usage};
+
+/// The Bedrock runtime operations the fake serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FakeOperation {
+    /// `POST /model/{modelId}/converse`
+    Converse,
+    /// `POST /model/{modelId}/converse-stream`
+    ConverseStream,
+    /// `POST /model/{modelId}/invoke`
+    InvokeModel,
+    /// `POST /model/{modelId}/invoke-with-response-stream`
+    InvokeModelStream,
+}
+
+impl FakeOperation {
+    const ALL: [FakeOperation; 4] = [
+        FakeOperation::Converse,
+        FakeOperation::ConverseStream,
+        FakeOperation::InvokeModel,
+        FakeOperation::InvokeModelStream,
+    ];
+
+    fn is_stream(self) -> bool {
+        matches!(
+            self,
+            FakeOperation::ConverseStream | FakeOperation::InvokeModelStream
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct ModelState {
+    script: VecDeque<Step>,
+    quota: Option<QuotaState>,
+    received: HashMap<FakeOperation, u64>,
+    throttled: u64,
+}
+
+#[derive(Debug, Default)]
+struct Models {
+    models: Mutex<HashMap<String, ModelState>>,
+}
+
+impl Models {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, ModelState>> {
+        self.models.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A fake Bedrock runtime on `127.0.0.1`, driven by the real `aws-sdk-bedrockruntime` client.
+///
+/// It serves Converse, ConverseStream, InvokeModel and InvokeModelWithResponseStream in Bedrock's
+/// restJson1 wire format, event-stream frames included, and ignores SigV4 signatures. Every model id
+/// answers; per model you can script the next calls with [`Step`]s (answers, throttles, every Bedrock
+/// error code with its real status and `x-amzn-errortype` header, errors inside streams, latency) and
+/// set a [`Quota`] that throttles like Bedrock when a model's requests or tokens per minute run out.
+/// Scripted steps come first; then the quota decides; without one, the model answers.
+///
+/// ```
+/// use tower_model_fallback::bedrock::ConverseService;
+/// use tower_model_fallback::testing::{FakeBedrock, Quota, Step};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let fake = FakeBedrock::builder()
+///     .script("sonnet", [Step::throttle(), Step::ok()])
+///     .quota("haiku", Quota::new(100, 50_000))
+///     .start()
+///     .await?;
+/// let client = fake.client(); // SDK client pointed at the fake, SDK retries off
+/// let answer = client
+///     .converse()
+///     .model_id("haiku")
+///     .messages(
+///         aws_sdk_bedrockruntime::types::Message::builder()
+///             .role(aws_sdk_bedrockruntime::types::ConversationRole::User)
+///             .content(aws_sdk_bedrockruntime::types::ContentBlock::Text("hi".into()))
+///             .build()
+///             .unwrap(),
+///     )
+///     .send()
+///     .await
+///     .unwrap();
+/// assert_eq!(fake.requests("haiku"), 1);
+/// # let _ = (answer, ConverseService::new(client));
+/// # Ok(())
+/// # }
+/// ```
+pub struct FakeBedrock {
+    addr: SocketAddr,
+    models: Arc<Models>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl fmt::Debug for FakeBedrock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeBedrock")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`FakeBedrock`] before it starts.
+#[derive(Debug, Default)]
+pub struct FakeBedrockBuilder {
+    models: HashMap<String, ModelState>,
+}
+
+impl FakeBedrockBuilder {
+    /// Appends `steps` to `model`'s script.
+    pub fn script(mut self, model: &str, steps: impl IntoIterator<Item = Step>) -> Self {
+        self.models
+            .entry(model.to_owned())
+            .or_default()
+            .script
+            .extend(steps);
+        self
+    }
+
+    /// Gives `model` a quota (unscripted calls beyond it are throttled).
+    pub fn quota(mut self, model: &str, quota: Quota) -> Self {
+        self.models.entry(model.to_owned()).or_default().quota = Some(QuotaState::new(quota));
+        self
+    }
+
+    /// Binds `127.0.0.1` on a free port and starts serving.
+    pub async fn start(self) -> io::Result<FakeBedrock> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        self.serve(listener)
+    }
+
+    /// Serves on a listener the caller bound.
+    pub fn serve(self, listener: TcpListener) -> io::Result<FakeBedrock> {
+        let addr = listener.local_addr()?;
+        let models = Arc::new(Models {
+            models: Mutex::new(self.models),
+        });
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let app = router(models.clone());
+        let task = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.await;
+            };
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::warn!(%error, "fake Bedrock server stopped");
+            }
+        });
+        Ok(FakeBedrock {
+            addr,
+            models,
+            shutdown: Some(shutdown),
+            task,
+        })
+    }
+}
+
+impl FakeBedrock {
+    /// Configures a fake.
+    pub fn builder() -> FakeBedrockBuilder {
+        FakeBedrockBuilder::default()
+    }
+
+    /// Starts a fake on which every model answers.
+    pub async fn start() -> io::Result<FakeBedrock> {
+        FakeBedrock::builder().start().await
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, for the SDK's `endpoint_url`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// An SDK client pointed at the fake, with the configuration the fallback layer recommends
+    /// (SDK retries off). See [`endpoint_config`](crate::bedrock::endpoint_config).
+    #[cfg(feature = "bedrock")]
+    pub fn client(&self) -> aws_sdk_bedrockruntime::Client {
+        let config = crate::bedrock::endpoint_config(self.endpoint_url()).build();
+        aws_sdk_bedrockruntime::Client::from_conf(config)
+    }
+
+    /// Appends `steps` to `model`'s script while the fake runs.
+    pub fn script(&self, model: &str, steps: impl IntoIterator<Item = Step>) {
+        self.models
+            .lock()
+            .entry(model.to_owned())
+            .or_default()
+            .script
+            .extend(steps);
+    }
+
+    /// Sets or replaces `model`'s quota while the fake runs (its buckets start full).
+    pub fn set_quota(&self, model: &str, quota: Quota) {
+        self.models
+            .lock()
+            .entry(model.to_owned())
+            .or_default()
+            .quota = Some(QuotaState::new(quota));
+    }
+
+    /// Requests `model` received, over every operation.
+    pub fn requests(&self, model: &str) -> u64 {
+        FakeOperation::ALL
+            .iter()
+            .map(|op| self.requests_for(model, *op))
+            .sum()
+    }
+
+    /// Requests `model` received for one operation.
+    pub fn requests_for(&self, model: &str, operation: FakeOperation) -> u64 {
+        self.models
+            .lock()
+            .get(model)
+            .and_then(|m| m.received.get(&operation).copied())
+            .unwrap_or(0)
+    }
+
+    /// Requests the quota of `model` throttled.
+    pub fn quota_throttles(&self, model: &str) -> u64 {
+        self.models.lock().get(model).map_or(0, |m| m.throttled)
+    }
+
+    /// Stops accepting connections and waits for open ones to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for FakeBedrock {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+fn router(models: Arc<Models>) -> Router {
+    let route = |op: FakeOperation| {
+        post(
+            move |State(models): State<Arc<Models>>, Path(model): Path<String>, body: Bytes| async move {
+                handle(models, model, op, body).await
+            },
+        )
+    };
+    Router::new()
+        .route("/model/{model_id}/converse", route(FakeOperation::Converse))
+        .route(
+            "/model/{model_id}/converse-stream",
+            route(FakeOperation::ConverseStream),
+        )
+        .route(
+            "/model/{model_id}/invoke",
+            route(FakeOperation::InvokeModel),
+        )
+        .route(
+            "/model/{model_id}/invoke-with-response-stream",
+            route(FakeOperation::InvokeModelStream),
+        )
+        .layer(DefaultBodyLimit::max(8 * 1024 * 1024))
+        .with_state(models)
+}
+
+async fn handle(
+    models: Arc<Models>,
+    model: String,
+    op: FakeOperation,
+    body: Bytes,
+) -> Response<Body> {
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        let error = StatusError::new(400)
+            .with_code("ValidationException")
+            .with_message("Malformed input request, please reformat your input and try again.");
+        return wire::error_response(&error);
+    };
+    let usage = Usage {
+        input: input_tokens(&request, body.len()),
+        output: 0,
+    };
+    let max_output = max_output_tokens(&request);
+    let step = {
+        let mut models = models.lock();
+        let state = models.entry(model.clone()).or_default();
+        *state.received.entry(op).or_default() += 1;
+        match state.script.pop_front() {
+            Some(step) => step,
+            None => {
+                let tokens = usage.input + max_output;
+                if state.quota.as_mut().is_some_and(|q| !q.try_take(tokens)) {
+                    state.throttled += 1;
+                    Step::throttle()
+                } else {
+                    Step::ok()
+                }
+            }
+        }
+    };
+    if !step.latency.is_zero() {
+        tokio::time::sleep(step.latency).await;
+    }
+    let answer = |text: Option<String>| text.unwrap_or_else(|| format!("Hello from {model}"));
+    match step.outcome {
+        Outcome::Hang => std::future::pending().await,
+        Outcome::Fail(error) => wire::error_response(&error),
+        Outcome::FailFirstEvent(error) if op.is_stream() => {
+            Frames::default().exception(&error).response()
+        }
+        Outcome::FailFirstEvent(error) => wire::error_response(&error),
+        Outcome::FailAfterContent(error) if op.is_stream() => {
+            let mut frames = Frames::default();
+            match op {
+                FakeOperation::ConverseStream => frames.converse_content(&answer(None)),
+                _ => frames.chunk(&json!({ "outputText": answer(None) })),
+            };
+            frames.exception(&error).response()
+        }
+        Outcome::FailAfterContent(_) => ok_response(op, &answer(None), usage),
+        Outcome::Answer(text) => ok_response(op, &answer(text), usage),
+    }
+}
+
+fn ok_response(op: FakeOperation, text: &str, usage: Usage) -> Response<Body> {
+    let usage = Usage {
+        output: (text.len() as u32).div_ceil(4).max(1),
+        ..usage
+    };
+    match op {
+        FakeOperation::Converse => wire::json_response(200, &wire::converse_body(text, usage)),
+        FakeOperation::InvokeModel => wire::json_response(200, &json!({ "outputText": text })),
+        FakeOperation::ConverseStream => Frames::default()
+            .converse_content(text)
+            .converse_end(usage)
+            .response(),
+        FakeOperation::InvokeModelStream => Frames::default()
+            .chunk(&json!({ "outputText": text }))
+            .response(),
+    }
+}
+
+/// About four characters a token, as Bedrock's tokenizers roughly count English text.
+fn input_tokens(request: &Value, body_len: usize) -> u32 {
+    fn text_len(value: &Value) -> usize {
+        match value {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(text_len).sum(),
+            Value::Object(map) => map
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "inferenceConfig" | "role"))
+                .map(|(_, v)| text_len(v))
+                .sum(),
+            _ => 0,
+        }
+    }
+    let chars = if request.is_object() {
+        text_len(request)
+    } else {
+        body_len
+    };
+    u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX).max(1)
+}
+
+/// The output budget a request asks for (`maxTokens` or `max_tokens`), 512 when it names none.
+fn max_output_tokens(request: &Value) -> u32 {
+    let named = request
+        .pointer("/inferenceConfig/maxTokens")
+        .or_else(|| request.get("max_tokens"))
+        .or_else(|| request.get("maxTokens"))
+        .and_then(Value::as_u64);
+    named.map_or(512, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
