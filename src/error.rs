@@ -134,7 +134,19 @@ impl FailedAttempt {
 
 impl fmt::Display for FailedAttempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.model, self.class, self.error)
+        write!(f, "{} ({}): {}", self.model, self.class, self.error)?;
+        // SDK errors say little at the top ("service error"); their sources carry the code and message.
+        let mut shown = self.error.to_string();
+        let mut source = self.error.source();
+        while let Some(err) = source {
+            let text = err.to_string();
+            if text != shown {
+                write!(f, ": {text}")?;
+                shown = text;
+            }
+            source = err.source();
+        }
+        Ok(())
     }
 }
 

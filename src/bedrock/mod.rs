@@ -31,7 +31,7 @@
 //! # async fn example() {
 //! use tower_model_fallback::bedrock::{ConverseService, recommended_config};
 //!
-//! let sdk_config = aws_config::load_from_env().await;
+//! let sdk_config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
 //! let client = aws_sdk_bedrockruntime::Client::from_conf(recommended_config(&sdk_config).build());
 //! let service = ConverseService::new(client);
 //! # }

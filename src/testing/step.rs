@@ -36,9 +36,13 @@ pub(crate) fn bedrock_status(code: &str) -> u16 {
 }
 
 fn bedrock_error(code: &str) -> StatusError {
+    let message = match code {
+        "ThrottlingException" => "Too many requests, please wait before trying again.".to_string(),
+        _ => format!("{code} (scripted)"),
+    };
     StatusError::new(bedrock_status(code))
         .with_code(code)
-        .with_message(format!("{code} from a scripted model"))
+        .with_message(message)
 }
 
 impl Step {
