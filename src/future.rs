@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, sleep, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tower::BoxError;
 use tower_service::Service;
 use tracing::Span;
@@ -16,8 +16,8 @@ use tracing::Span;
 use crate::classify::ErrorClass;
 use crate::error::{CoolingDown, DeadlineExceeded, FailedAttempt, FallbackError, UnknownModel};
 use crate::layer::{Shared, WhenAllCooling};
-use crate::policy::{AttemptInfo, CooldownPolicy, Hint};
-use crate::request::{ModelRequest, Route, TokenCost};
+use crate::policy::{AttemptInfo, CooldownPolicy, Hint, Ticket};
+use crate::request::{ModelId, ModelRequest, Route, TokenCost};
 use crate::served::Served;
 
 pin_project! {
@@ -30,10 +30,9 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        #[pin]
-        deadline: Option<Sleep>,
-        #[pin]
-        wait: Option<Sleep>,
+        // The request's deadline, or while `Waiting` the end of the wait (which comes before the deadline).
+        // Boxed so that requests without either carry no timer at all.
+        timer: Option<Pin<Box<Sleep>>>,
         service: S,
         // Whether `service` has been polled ready and not called since.
         ready: bool,
@@ -66,21 +65,25 @@ where
     pub(crate) fn new(mut service: S, request: ModelRequest<B>, shared: Arc<Shared>) -> Self {
         let span = tracing::debug_span!("model_fallback", request_id = %request.id());
         let guard = span.enter();
-        let deadline = request.deadline().map(sleep_until);
+        let mut timer = request
+            .deadline()
+            .map(|deadline| Box::pin(sleep_until(deadline)));
         let mut plan = Plan::new(shared, request);
-        let (state, wait, ready) = match plan.next_step() {
+        let (state, ready) = match plan.next_step() {
             Step::Attempt(model) => {
                 let future = plan.start(model, &mut service);
-                (State::Calling { future }, None, false)
+                (State::Calling { future }, false)
             }
-            Step::Wait(duration) => (State::Waiting, Some(sleep(duration)), true),
-            Step::Finish(error) => (State::Failed { error: Some(error) }, None, true),
+            Step::Wait(duration) => {
+                set_timer(&mut timer, Instant::now() + duration);
+                (State::Waiting, true)
+            }
+            Step::Finish(error) => (State::Failed { error: Some(error) }, true),
         };
         drop(guard);
         ResponseFuture {
             state,
-            deadline,
-            wait,
+            timer,
             service,
             ready,
             plan,
@@ -115,7 +118,7 @@ where
                         }
                     }
                     Poll::Pending => {
-                        if deadline_passed(this.deadline.as_mut(), cx) {
+                        if timer_fired(this.timer, cx) {
                             this.state.set(State::Done);
                             return Poll::Ready(Err(this.plan.deadline_passed()));
                         }
@@ -123,10 +126,14 @@ where
                     }
                 },
                 StateProj::Waiting => {
-                    if let Some(wait) = this.wait.as_mut().as_pin_mut() {
-                        ready!(wait.poll(cx));
+                    if let Some(timer) = this.timer.as_mut() {
+                        ready!(timer.as_mut().poll(cx));
                     }
-                    this.wait.set(None);
+                    // Back to guarding the deadline, if the request has one.
+                    match this.plan.request.deadline() {
+                        Some(deadline) => set_timer(this.timer, deadline),
+                        None => *this.timer = None,
+                    }
                     this.state.set(State::Idle);
                 }
                 StateProj::Idle => match this.plan.next_step() {
@@ -141,7 +148,7 @@ where
                                         .not_ready(model, error.into())));
                                 }
                                 Poll::Pending => {
-                                    if deadline_passed(this.deadline.as_mut(), cx) {
+                                    if timer_fired(this.timer, cx) {
                                         this.state.set(State::Done);
                                         return Poll::Ready(Err(this.plan.deadline_passed()));
                                     }
@@ -154,7 +161,7 @@ where
                         this.state.set(State::Calling { future });
                     }
                     Step::Wait(duration) => {
-                        this.wait.set(Some(sleep(duration)));
+                        set_timer(this.timer, Instant::now() + duration);
                         this.state.set(State::Waiting);
                     }
                     Step::Finish(error) => {
@@ -177,10 +184,17 @@ fn polled_after_completion() -> BoxError {
     "model fallback future polled after completion".into()
 }
 
-fn deadline_passed(deadline: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
-    deadline
-        .as_pin_mut()
-        .is_some_and(|sleep| sleep.poll(cx).is_ready())
+fn timer_fired(timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
+    timer
+        .as_mut()
+        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+}
+
+fn set_timer(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
+    match timer {
+        Some(sleep) => sleep.as_mut().reset(at),
+        None => *timer = Some(Box::pin(sleep_until(at))),
+    }
 }
 
 /// What to do next.
@@ -235,13 +249,22 @@ struct Plan<B> {
     trying_cooling: bool,
     max_attempts: u32,
     failed: Vec<FailedAttempt>,
-    current: Option<AttemptInfo>,
+    /// The running attempt: chain index and ticket.
+    current: Option<(usize, Ticket)>,
     finished: bool,
 }
 
 impl<B: Clone> Plan<B> {
+    /// The id of the model at chain index `model` (always in range: indexes come from the chain).
+    fn id(&self, model: usize) -> ModelId {
+        self.shared
+            .chain
+            .get(model)
+            .unwrap_or_else(|| self.shared.chain.primary())
+            .clone()
+    }
+
     fn new(shared: Arc<Shared>, request: ModelRequest<B>) -> Self {
-        shared.stats.request();
         let max_attempts = request
             .max_attempts()
             .map_or(shared.max_attempts, |n| n.min(shared.max_attempts));
@@ -269,7 +292,7 @@ impl<B: Clone> Plan<B> {
             return Step::Finish(self.exhausted());
         }
         let policy = &*self.shared.policy;
-        let chain = policy.chain();
+        let chain = &self.shared.chain;
         let cost = self.request.cost();
         let picked = match self.request.route() {
             Route::Chain => pick(policy, cost, self.tried, 0..chain.len()),
@@ -332,41 +355,41 @@ impl<B: Clone> Plan<B> {
         let policy = &*self.shared.policy;
         let cost = self.request.cost();
         let ticket = policy.on_attempt(model, cost);
-        self.current = Some(AttemptInfo {
-            model,
-            ticket,
-            cost,
-        });
+        self.current = Some((model, ticket));
         self.tried |= 1 << model;
         self.shared.stats.attempt(model);
+        let id = self.id(model);
         let mut request = self.request.clone();
-        if let Some(id) = policy.chain().get(model) {
-            tracing::debug!(model = %id, attempt = self.tried.count_ones(), "attempt");
-            request.set_model(id.clone());
-        }
+        request.set_model(id);
         service.call(request)
     }
 
+    /// Ends the running attempt, with what the policy needs to hear about it.
+    fn take_attempt(&mut self) -> Option<AttemptInfo> {
+        let (model, ticket) = self.current.take()?;
+        Some(AttemptInfo {
+            model,
+            ticket,
+            cost: self.request.cost(),
+        })
+    }
+
     fn succeeded<R>(&mut self, response: R) -> Served<R> {
-        let policy = &*self.shared.policy;
-        let model = self.current.take().map_or(0, |attempt| {
-            policy.on_success(&attempt);
+        let attempt = self.take_attempt();
+        let model = attempt.map_or(0, |attempt| {
+            self.shared.policy.on_success(&attempt);
             self.shared.stats.success(attempt.model);
             attempt.model
         });
         self.finished = true;
-        let id = policy
-            .chain()
-            .get(model)
-            .cloned()
-            .unwrap_or_else(|| "".into());
-        tracing::debug!(model = %id, attempts = self.failed.len() + 1, "served");
+        let id = self.id(model);
+        tracing::debug!(model = %id, attempt = self.failed.len() + 1, "attempt served");
         Served::new(response, id, mem::take(&mut self.failed))
     }
 
     /// Records a failed attempt; returns the request's error if it must not fall back.
     fn failed(&mut self, error: BoxError) -> Option<BoxError> {
-        let attempt = self.current.take()?;
+        let attempt = self.take_attempt()?;
         let policy = &*self.shared.policy;
         let class = self.shared.classifier.classify(&*error);
         let cooldown = match class {
@@ -380,11 +403,7 @@ impl<B: Clone> Plan<B> {
                 None
             }
         };
-        let id = policy
-            .chain()
-            .get(attempt.model)
-            .cloned()
-            .unwrap_or_else(|| "".into());
+        let id = self.id(attempt.model);
         tracing::debug!(
             model = %id,
             class = %class,
@@ -399,21 +418,15 @@ impl<B: Clone> Plan<B> {
 
     /// The service of a later attempt failed to become ready: it is broken, so the request ends.
     fn not_ready(&mut self, model: usize, error: BoxError) -> BoxError {
-        let id = self
-            .shared
-            .policy
-            .chain()
-            .get(model)
-            .cloned()
-            .unwrap_or_else(|| "".into());
+        let id = self.id(model);
         self.failed
             .push(FailedAttempt::new(id, ErrorClass::Fatal, None, error));
         self.exhausted()
     }
 
     fn deadline_passed(&mut self) -> BoxError {
-        if let Some(attempt) = self.current.take() {
-            self.shared.stats.attempt_cancelled(attempt.model);
+        if let Some((model, _)) = self.current.take() {
+            self.shared.stats.attempt_cancelled(model);
         }
         let error = DeadlineExceeded::new(mem::take(&mut self.failed));
         self.finish(error.into())
@@ -434,8 +447,8 @@ impl<B: Clone> Plan<B> {
 
 impl<B> Drop for Plan<B> {
     fn drop(&mut self) {
-        if let Some(attempt) = self.current.take() {
-            self.shared.stats.attempt_cancelled(attempt.model);
+        if let Some((model, _)) = self.current.take() {
+            self.shared.stats.attempt_cancelled(model);
         }
         if !self.finished {
             self.shared.stats.request_cancelled();

@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
+use crate::chain::ModelChain;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::error::ConfigError;
 use crate::policy::CooldownPolicy;
@@ -25,6 +26,8 @@ pub enum WhenAllCooling {
 /// What every clone of a layer and of its services shares.
 pub(crate) struct Shared {
     pub(crate) policy: Arc<dyn CooldownPolicy>,
+    /// The policy's chain, kept here so the per-call path reads it without a virtual call.
+    pub(crate) chain: ModelChain,
     pub(crate) classifier: Arc<dyn Classify>,
     pub(crate) stats: Stats,
     pub(crate) when_all_cooling: WhenAllCooling,
@@ -170,12 +173,13 @@ impl FallbackLayerBuilder {
     }
 
     fn finish(self) -> FallbackLayer {
-        let models = self.policy.chain().len();
+        let chain = self.policy.chain().clone();
         FallbackLayer {
             shared: Arc::new(Shared {
+                stats: Stats::new(chain.len()),
+                chain,
                 policy: self.policy,
                 classifier: self.classifier,
-                stats: Stats::new(models),
                 when_all_cooling: self.when_all_cooling,
                 max_attempts: self.max_attempts.max(1),
             }),

@@ -20,7 +20,6 @@ struct ModelCounters {
 /// The live counters behind [`StatsSnapshot`].
 #[derive(Debug)]
 pub(crate) struct Stats {
-    requests: AtomicU64,
     failed: AtomicU64,
     cancelled: AtomicU64,
     models: Box<[ModelCounters]>,
@@ -29,7 +28,6 @@ pub(crate) struct Stats {
 impl Stats {
     pub(crate) fn new(models: usize) -> Self {
         Stats {
-            requests: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             models: (0..models).map(|_| ModelCounters::default()).collect(),
@@ -42,9 +40,6 @@ impl Stats {
         }
     }
 
-    pub(crate) fn request(&self) {
-        self.requests.fetch_add(1, Relaxed);
-    }
     pub(crate) fn request_failed(&self) {
         self.failed.fetch_add(1, Relaxed);
     }
@@ -103,9 +98,12 @@ impl Stats {
             .collect();
         let served_by_primary = models.first().map_or(0, |m| m.successes);
         let served: u64 = models.iter().map(|m| m.successes).sum();
-        let requests = self.requests.load(Relaxed);
         let failed = self.failed.load(Relaxed);
         let cancelled = self.cancelled.load(Relaxed);
+        // Requests are not counted as they arrive (one atomic less per call): a request is either
+        // finished (served, failed, cancelled) or has an attempt running.
+        let in_flight: u64 = models.iter().map(|m| m.in_flight).sum();
+        let requests = served + failed + cancelled + in_flight;
         StatsSnapshot {
             totals: Totals {
                 requests,
@@ -114,7 +112,7 @@ impl Stats {
                 served_by_fallback: served - served_by_primary,
                 failed,
                 cancelled,
-                in_flight: requests.saturating_sub(served + failed + cancelled),
+                in_flight,
                 primary_usage: ratio(served_by_primary, served + failed),
             },
             models,
