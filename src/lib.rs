@@ -61,6 +61,8 @@ pub mod chain;
 pub mod classify;
 pub mod error;
 pub mod future;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 mod layer;
 pub mod policy;
 mod request;
@@ -70,6 +72,8 @@ mod service;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "testing")]
+mod wire;
 
 pub use chain::ModelChain;
 pub use layer::{FallbackLayer, FallbackLayerBuilder, WhenAllCooling};

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use crate::classify::StatusError;
+use crate::classify::{StatusError, bedrock_status};
 
 /// What one scripted call does: used by [`ScriptedModels`](super::ScriptedModels) and by the fake
 /// Bedrock server.
@@ -19,20 +19,6 @@ pub(crate) enum Outcome {
     /// A stream that sends some content, then this error event (on a non-streaming call: an answer).
     FailAfterContent(StatusError),
     Hang,
-}
-
-/// The HTTP status Bedrock sends with an error code.
-pub(crate) fn bedrock_status(code: &str) -> u16 {
-    match code {
-        "ThrottlingException" | "ModelNotReadyException" => 429,
-        "ServiceUnavailableException" => 503,
-        "InternalServerException" => 500,
-        "ModelTimeoutException" => 408,
-        "ModelErrorException" | "ModelStreamErrorException" => 424,
-        "AccessDeniedException" => 403,
-        "ResourceNotFoundException" => 404,
-        _ => 400,
-    }
 }
 
 fn bedrock_error(code: &str) -> StatusError {

@@ -20,11 +20,10 @@ use super::step::{Outcome, Step};
 use crate::classify::StatusError;
 
 mod quota;
-mod wire;
 
+use crate::wire::{self, Frames, Usage};
 pub use quota::Quota;
 use quota::QuotaState;
-use wire::{Frames, Usage};
 
 /// The Bedrock runtime operations the fake serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

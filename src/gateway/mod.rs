@@ -1,0 +1,248 @@
+//! A Bedrock-compatible HTTP gateway with fallback (feature `gateway`).
+//!
+//! Any Bedrock client (the AWS SDKs for Rust, Python, JS, ...) gets fallback by changing only its
+//! endpoint URL: the gateway serves `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke` and
+//! `/invoke-with-response-stream` in Bedrock's wire format, where `{modelId}` names a configured chain by
+//! its primary model id or alias, and sends each request down that chain with a [`Fallback`] layer over
+//! an [`Upstream`] that forwards the raw request to the model of each attempt. Answers (event streams
+//! included) are passed through untouched, with two headers added: `x-fallback-model` (the model that
+//! answered) and `x-fallback-attempts`.
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /model_stats` | JSON stats: per model status, cooldown, counters, success rate; primary usage |
+//! | `POST /reset_model_cooldowns` | ends every cooldown (needs `Authorization: Bearer <admin token>`) |
+//! | `GET /healthz` | `ok` |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! Errors use Bedrock's format (status, `x-amzn-errortype`, `{"message": ...}`), so SDKs parse them
+//! into their usual error variants: a missing or wrong API key is a 403 `AccessDeniedException`, an
+//! unknown chain a 404 `ResourceNotFoundException`, malformed JSON a 400 `ValidationException`, an
+//! oversized body a 413 `ValidationException`. Logs never contain prompts or keys.
+//!
+//! [`Fallback`]: crate::Fallback
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use aws_credential_types::provider::SharedCredentialsProvider;
+use tokio::net::TcpListener;
+use tower::BoxError;
+
+use crate::layer::FallbackLayer;
+use crate::service::Fallback;
+use crate::testing::{FakeBedrock, Quota};
+
+mod config;
+mod metrics;
+mod routes;
+mod upstream;
+
+pub use config::{
+    ChainConfig, FakeConfig, GatewayConfig, GatewayConfigError, ModelConfig, PolicyConfig,
+    UpstreamKind,
+};
+pub use upstream::{Operation, Upstream, UpstreamRequest, UpstreamResponse};
+
+/// One configured chain and the service that walks it.
+struct ChainRoute {
+    alias: Option<String>,
+    layer: FallbackLayer,
+    service: Fallback<Upstream>,
+}
+
+/// What the request handlers share.
+pub(crate) struct AppState {
+    chains: Vec<ChainRoute>,
+    /// Primary ids and aliases to chain positions.
+    names: HashMap<String, usize>,
+    api_key: Option<String>,
+    admin_token: Option<String>,
+    max_body_bytes: usize,
+}
+
+impl AppState {
+    fn chain(&self, name: &str) -> Option<&ChainRoute> {
+        self.names.get(name).and_then(|&i| self.chains.get(i))
+    }
+}
+
+/// A configured gateway, ready to serve.
+pub struct Gateway {
+    state: Arc<AppState>,
+    config: GatewayConfig,
+    fake: Option<FakeBedrock>,
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config", &self.config)
+            .field("fake", &self.fake)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Validates `config` and connects the upstream: for [`UpstreamKind::Fake`] it starts the embedded
+    /// fake Bedrock on loopback, with `config.fake`'s quota on each chain's primary.
+    pub async fn new(config: GatewayConfig) -> Result<Gateway, BoxError> {
+        let chains = config.model_chains()?;
+        let when_all_cooling = config.when_all_cooling()?;
+        let (upstream, fake) = match config.upstream {
+            UpstreamKind::Fake => {
+                let quota = Quota::new(
+                    config.fake.primary_requests_per_minute,
+                    config.fake.primary_tokens_per_minute,
+                );
+                let fake = chains
+                    .iter()
+                    .fold(FakeBedrock::builder(), |b, (_, chain)| {
+                        b.quota(chain.primary().as_str(), quota)
+                    })
+                    .start()
+                    .await?;
+                (Upstream::unsigned(fake.endpoint_url())?, Some(fake))
+            }
+            UpstreamKind::Bedrock => {
+                let region = aws_config::Region::new(config.region.clone());
+                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(region)
+                    .load()
+                    .await;
+                let credentials: SharedCredentialsProvider = sdk.credentials_provider().ok_or(
+                    "no AWS credentials found (environment, profile, SSO or instance role)",
+                )?;
+                (Upstream::bedrock(&config.region, credentials)?, None)
+            }
+        };
+        let mut names = HashMap::new();
+        let mut routes = Vec::new();
+        for (index, (alias, chain)) in chains.into_iter().enumerate() {
+            for name in std::iter::once(chain.primary().to_string()).chain(alias.clone()) {
+                if names.insert(name.clone(), index).is_some() {
+                    return Err(GatewayConfigError::Invalid(format!(
+                        "chain name {name:?} is used twice"
+                    ))
+                    .into());
+                }
+            }
+            let layer = FallbackLayer::builder(config.policy(chain)?)
+                .when_all_cooling(when_all_cooling)
+                .build()?;
+            let service = tower::Layer::layer(&layer, upstream.clone());
+            routes.push(ChainRoute {
+                alias,
+                layer,
+                service,
+            });
+        }
+        let state = AppState {
+            chains: routes,
+            names,
+            api_key: config.api_key.clone(),
+            admin_token: config.admin_token.clone(),
+            max_body_bytes: config.max_body_bytes,
+        };
+        Ok(Gateway {
+            state: Arc::new(state),
+            config,
+            fake,
+        })
+    }
+
+    /// The axum router, to serve or to nest in your own app.
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.state.clone())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// The embedded fake Bedrock, when the upstream is `fake`.
+    pub fn fake(&self) -> Option<&FakeBedrock> {
+        self.fake.as_ref()
+    }
+
+    /// A one-screen description: chains and a request to try.
+    pub fn banner(&self, url: &str) -> String {
+        let mut text = format!(
+            "tower-model-fallback gateway on {url} (upstream: {:?})\n",
+            self.config.upstream
+        );
+        for chain in &self.state.chains {
+            let models: Vec<String> = chain
+                .layer
+                .policy()
+                .chain()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let alias = chain
+                .alias
+                .as_deref()
+                .map(|a| format!(" (alias {a})"))
+                .unwrap_or_default();
+            text.push_str(&format!("  chain{alias}: {}\n", models.join(" -> ")));
+        }
+        let name = self.state.chains.first().map_or_else(String::new, |c| {
+            c.alias
+                .clone()
+                .unwrap_or_else(|| c.layer.policy().chain().primary().to_string())
+        });
+        let auth = self
+            .config
+            .api_key
+            .as_ref()
+            .map(|_| " -H 'Authorization: Bearer $API_KEY'")
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "try: curl -s{auth} -H 'content-type: application/json' {url}/model/{name}/converse \
+             -d '{{\"messages\":[{{\"role\":\"user\",\"content\":[{{\"text\":\"hi\"}}]}}]}}'\n\
+             stats: curl -s {url}/model_stats"
+        ));
+        text
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting and lets requests in
+    /// flight finish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = self.router();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        // The fake upstream stays up until every request through it has finished.
+        drop(self);
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,294 @@
+//! The gateway's HTTP endpoints.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Response, header};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tower::{BoxError, ServiceExt};
+
+use super::upstream::{Operation, UpstreamRequest};
+use super::{AppState, metrics};
+use crate::classify::StatusError;
+use crate::error::{CoolingDown, DeadlineExceeded, FallbackError, UnknownModel};
+use crate::request::{ModelRequest, TokenCost};
+use crate::wire::{error_response, json_response};
+
+pub(super) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/model/{model_id}/{operation}", post(model_call))
+        .route("/model_stats", get(model_stats))
+        .route("/reset_model_cooldowns", post(reset_cooldowns))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(prometheus))
+        .fallback(|| async {
+            bedrock_error(404, "UnknownOperationException", "Unknown operation.")
+        })
+        .with_state(state)
+}
+
+fn bedrock_error(status: u16, code: &str, message: impl Into<String>) -> Response<Body> {
+    error_response(
+        &StatusError::new(status)
+            .with_code(code)
+            .with_message(message),
+    )
+}
+
+/// Compares without stopping at the first differing byte, so timing does not reveal the key.
+fn same_secret(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn bearer_is(headers: &HeaderMap, secret: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| same_secret(token.trim(), secret))
+}
+
+async fn model_call(
+    State(state): State<Arc<AppState>>,
+    Path((model_id, operation)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
+    if let Some(key) = &state.api_key {
+        if !bearer_is(&headers, key) {
+            return bedrock_error(403, "AccessDeniedException", "Missing or invalid API key.");
+        }
+    }
+    let Some(operation) = Operation::from_path(&operation) else {
+        return bedrock_error(404, "UnknownOperationException", "Unknown operation.");
+    };
+    let Some(chain) = state.chain(&model_id) else {
+        return bedrock_error(
+            404,
+            "ResourceNotFoundException",
+            format!("Model {model_id} is not configured on this gateway."),
+        );
+    };
+    let Ok(body) = axum::body::to_bytes(body, state.max_body_bytes).await else {
+        return bedrock_error(
+            413,
+            "ValidationException",
+            format!(
+                "Request body is larger than {} bytes.",
+                state.max_body_bytes
+            ),
+        );
+    };
+    let mut cost = None;
+    if operation.is_converse() {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(json) if json.is_object() => cost = Some(estimate_cost(&json)),
+            _ => {
+                return bedrock_error(
+                    400,
+                    "ValidationException",
+                    "Malformed input request, please reformat your input and try again.",
+                );
+            }
+        }
+    }
+    let mut request = ModelRequest::new(UpstreamRequest {
+        operation,
+        body,
+        content_type: headers.get(header::CONTENT_TYPE).cloned(),
+        accept: headers.get(header::ACCEPT).cloned(),
+    });
+    if let Some(cost) = cost {
+        request = request.with_cost(cost);
+    }
+    match chain.service.clone().oneshot(request).await {
+        Ok(served) => {
+            let attempts = served.attempts();
+            let model = served.model().clone();
+            let upstream = served.into_inner();
+            let mut response = Response::new(upstream.body);
+            *response.headers_mut() = upstream.headers;
+            if let Ok(value) = HeaderValue::from_str(model.as_str()) {
+                response.headers_mut().insert("x-fallback-model", value);
+            }
+            response
+                .headers_mut()
+                .insert("x-fallback-attempts", HeaderValue::from(attempts));
+            tracing::info!(chain = %model_id, model = %model, attempts, "served");
+            response
+        }
+        Err(error) => {
+            tracing::info!(chain = %model_id, error = %error, "failed");
+            failure_response(error)
+        }
+    }
+}
+
+/// The Bedrock-style answer for a request no model served.
+fn failure_response(error: BoxError) -> Response<Body> {
+    if let Some(cooling) = error.downcast_ref::<CoolingDown>() {
+        let status = StatusError::new(429)
+            .with_code("ThrottlingException")
+            .with_message("Every model of this chain is cooling down; please retry later.")
+            .with_retry_after(cooling.retry_after());
+        return error_response(&status);
+    }
+    if error.is::<DeadlineExceeded>() {
+        return bedrock_error(408, "ModelTimeoutException", "The request deadline passed.");
+    }
+    if error.is::<UnknownModel>() {
+        return bedrock_error(404, "ResourceNotFoundException", error.to_string());
+    }
+    let attempts = error
+        .downcast_ref::<FallbackError>()
+        .map_or(0, |e| e.attempts().len());
+    let last = error
+        .downcast_ref::<FallbackError>()
+        .and_then(FallbackError::last_error)
+        .and_then(|e| e.downcast_ref::<StatusError>());
+    let mut response = match last {
+        Some(status) => error_response(status),
+        None => bedrock_error(
+            500,
+            "InternalServerException",
+            "The gateway could not reach any model.",
+        ),
+    };
+    response
+        .headers_mut()
+        .insert("x-fallback-attempts", HeaderValue::from(attempts));
+    response
+}
+
+/// Input tokens at about four characters each, plus the requested output budget.
+fn estimate_cost(request: &Value) -> TokenCost {
+    fn text_len(value: &Value) -> usize {
+        match value {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(text_len).sum(),
+            Value::Object(map) => map.values().map(text_len).sum(),
+            _ => 0,
+        }
+    }
+    let input = ["messages", "system"]
+        .iter()
+        .filter_map(|k| request.get(*k))
+        .map(text_len)
+        .sum::<usize>()
+        .div_ceil(4);
+    let output = request
+        .pointer("/inferenceConfig/maxTokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(512);
+    TokenCost::new(
+        u32::try_from(input).unwrap_or(u32::MAX),
+        u32::try_from(output).unwrap_or(u32::MAX),
+    )
+}
+
+async fn model_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
+    let mut models = Vec::new();
+    let (mut requests, mut served, mut primary, mut failed) = (0, 0, 0, 0);
+    for chain in &state.chains {
+        let stats = chain.layer.stats();
+        let t = &stats.totals;
+        requests += t.requests;
+        served += t.served;
+        primary += t.served_by_primary;
+        failed += t.failed;
+        let chain_name = chain
+            .alias
+            .clone()
+            .unwrap_or_else(|| chain.layer.policy().chain().primary().to_string());
+        for m in stats.models {
+            models.push(json!({
+                "name": m.name,
+                "id": m.id,
+                "chain": chain_name,
+                "status": m.status,
+                "success_rate": m.success_rate.map_or(100.0, |r| round2(r * 100.0)),
+                "cooldown_remaining_s": round2(m.cooldown_remaining_s),
+                "attempts": m.attempts,
+                "successes": m.successes,
+                "throttles": m.throttles,
+                "failures": m.failures,
+                "in_flight": m.in_flight,
+            }));
+        }
+    }
+    let finished = served + failed;
+    let usage = (finished > 0).then(|| round2(primary as f64 * 100.0 / finished as f64));
+    json_response(
+        200,
+        &json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "stats": {
+                "total_models": models.len(),
+                "models": models,
+                "requests": requests,
+                "served": served,
+                "served_by_primary": primary,
+                "served_by_fallback": served - primary,
+                "failed": failed,
+                "primary_usage_percent": usage,
+            }
+        }),
+    )
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+async fn reset_cooldowns(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
+    let Some(token) = &state.admin_token else {
+        return bedrock_error(
+            403,
+            "AccessDeniedException",
+            "Admin endpoints are disabled: no admin token is configured.",
+        );
+    };
+    if !bearer_is(&headers, token) {
+        return bedrock_error(
+            403,
+            "AccessDeniedException",
+            "Missing or invalid admin token.",
+        );
+    }
+    for chain in &state.chains {
+        chain.layer.reset_cooldowns();
+    }
+    tracing::info!("cooldowns reset");
+    json_response(200, &json!({ "reset": true }))
+}
+
+async fn prometheus(State(state): State<Arc<AppState>>) -> Response<Body> {
+    let chains = state.chains.iter().map(|c| {
+        let name = c
+            .alias
+            .clone()
+            .unwrap_or_else(|| c.layer.policy().chain().primary().to_string());
+        (name, c.layer.stats())
+    });
+    match metrics::render(chains) {
+        Ok(text) => {
+            let mut response = Response::new(Body::from(text));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        Err(_) => bedrock_error(500, "InternalServerException", "Could not render metrics."),
+    }
+}

@@ -1,0 +1,403 @@
+//! The gateway's model service: forwards Bedrock wire requests to the model of each attempt.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4::SigningParams;
+use aws_smithy_eventstream::frame::read_message_from;
+use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_types::event_stream::{HeaderValue as FrameValue, Message};
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::BoxError;
+use tower_service::Service;
+
+use crate::classify::{StatusError, bedrock_status};
+use crate::request::ModelRequest;
+
+/// The four Bedrock runtime operations, as they appear at the end of a request path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `converse`
+    Converse,
+    /// `converse-stream`
+    ConverseStream,
+    /// `invoke`
+    Invoke,
+    /// `invoke-with-response-stream`
+    InvokeStream,
+}
+
+impl Operation {
+    /// The operation named by the last path segment.
+    pub fn from_path(segment: &str) -> Option<Self> {
+        Some(match segment {
+            "converse" => Operation::Converse,
+            "converse-stream" => Operation::ConverseStream,
+            "invoke" => Operation::Invoke,
+            "invoke-with-response-stream" => Operation::InvokeStream,
+            _ => return None,
+        })
+    }
+
+    /// The last path segment.
+    pub fn path(self) -> &'static str {
+        match self {
+            Operation::Converse => "converse",
+            Operation::ConverseStream => "converse-stream",
+            Operation::Invoke => "invoke",
+            Operation::InvokeStream => "invoke-with-response-stream",
+        }
+    }
+
+    /// Whether the answer is an event stream.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Operation::ConverseStream | Operation::InvokeStream)
+    }
+
+    /// Whether the body is Converse JSON (rather than a model-specific InvokeModel body).
+    pub fn is_converse(self) -> bool {
+        matches!(self, Operation::Converse | Operation::ConverseStream)
+    }
+}
+
+/// A request as the gateway received it: cheap to clone for every attempt.
+#[derive(Clone, Debug)]
+pub struct UpstreamRequest {
+    /// The operation.
+    pub operation: Operation,
+    /// The raw body.
+    pub body: Bytes,
+    /// `Content-Type` to forward (InvokeModel).
+    pub content_type: Option<HeaderValue>,
+    /// `Accept` to forward (InvokeModel).
+    pub accept: Option<HeaderValue>,
+}
+
+/// A successful upstream answer, ready to stream back to the caller.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    /// The headers worth passing on (content type and Bedrock's own `x-amzn-bedrock-*`).
+    pub headers: HeaderMap,
+    /// The body; for streams, the events read ahead followed by the rest.
+    pub body: Body,
+}
+
+#[derive(Clone)]
+struct Signer {
+    region: String,
+    credentials: SharedCredentialsProvider,
+}
+
+/// Sends each request to `{base}/model/{model}/{operation}`, signing it for real Bedrock.
+///
+/// Non-2xx answers become [`StatusError`]s with Bedrock's code, message and retry-after, so the
+/// default classifier treats them like the SDK's errors. Streams are read up to their first content
+/// event, so that a throttle event before any content is an error the layer can fall back on.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    base: String,
+    signer: Option<Signer>,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("base", &self.base)
+            .field("signed", &self.signer.is_some())
+            .finish()
+    }
+}
+
+/// How much of an upstream error body is read for its message.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+impl Upstream {
+    fn client() -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, BoxError> {
+        let https = HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Client::builder(TokioExecutor::new()).build(https))
+    }
+
+    /// An unsigned upstream at `base` (`http://127.0.0.1:PORT`), such as a fake Bedrock.
+    pub fn unsigned(base: impl Into<String>) -> Result<Self, BoxError> {
+        Ok(Upstream {
+            client: Upstream::client()?,
+            base: base.into().trim_end_matches('/').to_string(),
+            signer: None,
+        })
+    }
+
+    /// The real Bedrock runtime in `region`, signed with SigV4 from `credentials`.
+    pub fn bedrock(region: &str, credentials: SharedCredentialsProvider) -> Result<Self, BoxError> {
+        Ok(Upstream {
+            client: Upstream::client()?,
+            base: format!("https://bedrock-runtime.{region}.amazonaws.com"),
+            signer: Some(Signer {
+                region: region.to_string(),
+                credentials,
+            }),
+        })
+    }
+
+    async fn send(
+        self,
+        model: String,
+        request: UpstreamRequest,
+    ) -> Result<UpstreamResponse, BoxError> {
+        let uri = format!(
+            "{}/model/{}/{}",
+            self.base,
+            encode_segment(&model),
+            request.operation.path()
+        );
+        let mut http = Request::builder()
+            .method(Method::POST)
+            .uri(&uri)
+            .header(
+                header::ACCEPT,
+                request
+                    .accept
+                    .unwrap_or(HeaderValue::from_static("application/json")),
+            )
+            .header(
+                header::CONTENT_TYPE,
+                request
+                    .content_type
+                    .unwrap_or(HeaderValue::from_static("application/json")),
+            )
+            .body(Full::new(request.body.clone()))?;
+        if let Some(signer) = &self.signer {
+            signer.sign(&mut http, &request.body).await?;
+        }
+        let response = self.client.request(http).await.map_err(|e| {
+            StatusError::new(502).with_message(format!("upstream unreachable: {e}"))
+        })?;
+        let (parts, body) = response.into_parts();
+        if !parts.status.is_success() {
+            return Err(upstream_error(parts.status, &parts.headers, body)
+                .await
+                .into());
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &parts.headers {
+            if name == header::CONTENT_TYPE || name.as_str().starts_with("x-amzn-bedrock-") {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        let body = if request.operation.is_stream() {
+            until_content(body).await?
+        } else {
+            Body::new(body)
+        };
+        Ok(UpstreamResponse { headers, body })
+    }
+}
+
+impl Signer {
+    async fn sign(&self, request: &mut Request<Full<Bytes>>, body: &[u8]) -> Result<(), BoxError> {
+        let credentials = self.credentials.provide_credentials().await?;
+        let identity: Identity = credentials.into();
+        let params = SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("bedrock")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()?
+            .into();
+        let headers = request
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
+        let uri = request.uri().to_string();
+        let signable = SignableRequest::new("POST", uri, headers, SignableBody::Bytes(body))?;
+        let (instructions, _signature) = sign(signable, &params)?.into_parts();
+        instructions.apply_to_request_http1x(request);
+        Ok(())
+    }
+}
+
+impl Service<ModelRequest<UpstreamRequest>> for Upstream {
+    type Response = UpstreamResponse;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamResponse, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The pooled client takes any number of requests; bound them with a ConcurrencyLimit.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: ModelRequest<UpstreamRequest>) -> Self::Future {
+        let this = self.clone();
+        let model = request.model().map(|m| m.to_string());
+        let body = request.into_body();
+        Box::pin(async move {
+            let model = model.ok_or("request names no model")?;
+            this.send(model, body).await
+        })
+    }
+}
+
+/// Percent-encodes a model id for one path segment (`:` becomes `%3A`), as Bedrock expects.
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len() + 8);
+    for byte in segment.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+/// Bedrock's error code from `x-amzn-errortype` (text after `:` dropped) or the body.
+async fn upstream_error(status: StatusCode, headers: &HeaderMap, body: Incoming) -> StatusError {
+    let body = Limited::new(body, ERROR_BODY_LIMIT)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let code = headers
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(':').next().unwrap_or(v).to_string())
+        .or_else(|| {
+            json.get("code")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+        })
+        .or_else(|| {
+            let kind = json.get("__type")?.as_str()?;
+            Some(kind.rsplit('#').next().unwrap_or(kind).to_string())
+        });
+    let message = ["message", "Message", "errorMessage"]
+        .iter()
+        .find_map(|key| json.get(*key).and_then(|m| m.as_str()));
+    let retry_after = crate::classify::parse_retry_after(
+        headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+        headers
+            .get("x-amz-retry-after")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let mut error = StatusError::new(status.as_u16());
+    if let Some(code) = code {
+        error = error.with_code(code);
+    }
+    if let Some(message) = message {
+        error = error.with_message(message);
+    }
+    if let Some(retry_after) = retry_after {
+        error = error.with_retry_after(retry_after);
+    }
+    error
+}
+
+/// What one event-stream frame means for fallback.
+enum FrameKind {
+    Content,
+    Other,
+    Exception(StatusError),
+}
+
+fn frame_kind(message: &Message) -> FrameKind {
+    let header = |name: &str| {
+        message
+            .headers()
+            .iter()
+            .find(|h| h.name().as_str() == name)
+            .and_then(|h| match h.value() {
+                FrameValue::String(s) => Some(s.as_str().to_string()),
+                _ => None,
+            })
+    };
+    match header(":message-type").as_deref() {
+        Some("exception") | Some("error") => {
+            let kind = header(":exception-type")
+                .or_else(|| header(":error-code"))
+                .unwrap_or_default();
+            let mut code = kind.clone();
+            if let Some(first) = code.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            let json: serde_json::Value =
+                serde_json::from_slice(message.payload()).unwrap_or_default();
+            let mut error = StatusError::new(bedrock_status(&code)).with_code(code);
+            if let Some(m) = json.get("message").and_then(|m| m.as_str()) {
+                error = error.with_message(m);
+            }
+            FrameKind::Exception(error)
+        }
+        _ => match header(":event-type").as_deref() {
+            Some("contentBlockStart" | "contentBlockDelta" | "chunk") => FrameKind::Content,
+            _ => FrameKind::Other,
+        },
+    }
+}
+
+/// Reads an event stream up to its first content event. An exception before it is the attempt's
+/// error; the frames read are replayed in front of the rest of the stream.
+async fn until_content(mut body: Incoming) -> Result<Body, BoxError> {
+    let mut buffer = BytesMut::new();
+    let mut parsed = 0;
+    loop {
+        // Every complete frame in the buffer: the prelude's first 4 bytes are the frame length.
+        while buffer.len() - parsed >= 4 {
+            let rest = &buffer[parsed..];
+            let length = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            if length < 16 {
+                return Err(StatusError::new(502)
+                    .with_message("malformed event stream from upstream")
+                    .into());
+            }
+            if rest.len() < length {
+                break;
+            }
+            let message = read_message_from(&rest[..length])?;
+            parsed += length;
+            match frame_kind(&message) {
+                FrameKind::Exception(error) => return Err(error.into()),
+                FrameKind::Content => {
+                    let head = buffer.freeze();
+                    let rest = body.into_data_stream();
+                    let stream =
+                        futures_util::stream::once(async move { Ok::<_, hyper::Error>(head) })
+                            .chain(rest);
+                    return Ok(Body::from_stream(stream));
+                }
+                FrameKind::Other => {}
+            }
+        }
+        match body.frame().await {
+            Some(frame) => {
+                if let Ok(data) = frame?.into_data() {
+                    buffer.extend_from_slice(&data);
+                }
+            }
+            // The stream ended before any content: pass on what there was.
+            None => return Ok(Body::from(buffer.freeze())),
+        }
+    }
+}
