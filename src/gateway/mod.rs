@@ -163,9 +163,9 @@ impl Gateway {
         &self.config
     }
 
-    /// The embedded fake Bedrock, when the upstream is `fake`.
-    pub fn fake(&self) -> Option<&FakeBedrock> {
-        self.fake.as_ref()
+    /// A handle to the embedded fake Bedrock, when the upstream is `fake`: script it, count its calls.
+    pub fn fake(&self) -> Option<FakeBedrock> {
+        self.fake.clone()
     }
 
     /// A one-screen description: chains and a request to try.

@@ -24,9 +24,11 @@
 //! # }
 //! ```
 
+mod gate;
 mod scripted;
 mod step;
 
+pub use gate::Gate;
 pub use scripted::{ScriptedModels, ScriptedReply};
 pub use step::Step;
 mod fake_bedrock;

@@ -129,9 +129,7 @@ impl<B> Service<ModelRequest<B>> for ScriptedModels {
                 .unwrap_or_else(Step::ok)
         };
         Box::pin(async move {
-            if !step.latency.is_zero() {
-                tokio::time::sleep(step.latency).await;
-            }
+            step.delay().await;
             match step.outcome {
                 Outcome::Answer(text) => Ok(ScriptedReply {
                     text: text.unwrap_or_else(|| format!("{model} ok")),

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use super::Gate;
 use crate::classify::{StatusError, bedrock_status};
 
 /// What one scripted call does: used by [`ScriptedModels`](super::ScriptedModels) and by the fake
@@ -8,6 +9,7 @@ use crate::classify::{StatusError, bedrock_status};
 pub struct Step {
     pub(crate) outcome: Outcome,
     pub(crate) latency: Duration,
+    pub(crate) gate: Option<Gate>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -83,6 +85,12 @@ impl Step {
         Step::from(Outcome::Hang)
     }
 
+    /// Waits at `gate` (after any latency) until the test opens it.
+    pub fn held_by(mut self, gate: &Gate) -> Self {
+        self.gate = Some(gate.clone());
+        self
+    }
+
     /// Takes `latency` before the outcome.
     pub fn after(mut self, latency: Duration) -> Self {
         self.latency = latency;
@@ -95,6 +103,19 @@ impl From<Outcome> for Step {
         Step {
             outcome,
             latency: Duration::ZERO,
+            gate: None,
+        }
+    }
+}
+
+impl Step {
+    /// Plays the step's latency and gate.
+    pub(crate) async fn delay(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        if let Some(gate) = &self.gate {
+            gate.pass().await;
         }
     }
 }

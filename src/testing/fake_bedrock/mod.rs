@@ -112,11 +112,43 @@ impl Models {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Clones are handles to the same server; it stops when the last one is dropped.
+#[derive(Clone)]
 pub struct FakeBedrock {
     addr: SocketAddr,
     models: Arc<Models>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    server: Arc<Server>,
+}
+
+/// Stops the server when the last handle goes.
+#[derive(Debug)]
+struct Server {
+    shutdown: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Server {
+    fn stop(&self) -> Option<JoinHandle<()>> {
+        if let Some(shutdown) = self
+            .shutdown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = shutdown.send(());
+        }
+        self.task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl fmt::Debug for FakeBedrock {
@@ -178,8 +210,10 @@ impl FakeBedrockBuilder {
         Ok(FakeBedrock {
             addr,
             models,
-            shutdown: Some(shutdown),
-            task,
+            server: Arc::new(Server {
+                shutdown: Mutex::new(Some(shutdown)),
+                task: Mutex::new(Some(task)),
+            }),
         })
     }
 }
@@ -254,19 +288,10 @@ impl FakeBedrock {
         self.models.lock().get(model).map_or(0, |m| m.throttled)
     }
 
-    /// Stops accepting connections and waits for open ones to finish.
-    pub async fn shutdown(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for FakeBedrock {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+    /// Stops accepting connections (for every handle) and waits for open ones to finish.
+    pub async fn shutdown(self) {
+        if let Some(task) = self.server.stop() {
+            let _ = task.await;
         }
     }
 }
@@ -331,9 +356,7 @@ async fn handle(
             }
         }
     };
-    if !step.latency.is_zero() {
-        tokio::time::sleep(step.latency).await;
-    }
+    step.delay().await;
     let answer = |text: Option<String>| text.unwrap_or_else(|| format!("Hello from {model}"));
     match step.outcome {
         Outcome::Hang => std::future::pending().await,

@@ -1,0 +1,415 @@
+//! The gateway in-process on loopback, driven by the real `aws-sdk-bedrockruntime` client.
+#![cfg(feature = "gateway")]
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::config::{ConfigBag, Intercept, RuntimeComponents, Token};
+use aws_sdk_bedrockruntime::error::{BoxError, ProvideErrorMetadata};
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput, Message,
+};
+use aws_smithy_runtime_api::client::auth::AuthSchemeId;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tower_model_fallback::bedrock::endpoint_config;
+use tower_model_fallback::gateway::{Gateway, GatewayConfig};
+use tower_model_fallback::testing::{FakeBedrock, Gate, Step};
+
+const PRIMARY: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+const SECOND: &str = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
+
+struct Running {
+    url: String,
+    fake: FakeBedrock,
+    stop: Option<oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.served.await.unwrap().unwrap();
+    }
+}
+
+async fn start(config: GatewayConfig) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let gateway = Gateway::new(config).await.unwrap();
+    let fake = gateway.fake().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(gateway.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Running {
+        url,
+        fake,
+        stop: Some(stop),
+        served,
+    }
+}
+
+fn config() -> GatewayConfig {
+    GatewayConfig {
+        admin_token: Some("admin-secret".into()),
+        ..GatewayConfig::default()
+    }
+}
+
+/// Records the gateway's `x-fallback-*` headers of the last response.
+#[derive(Clone, Debug, Default)]
+struct FallbackHeaders(Arc<Mutex<Option<(String, String)>>>);
+
+impl Intercept for FallbackHeaders {
+    fn name(&self) -> &'static str {
+        "FallbackHeaders"
+    }
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let headers = context.response().headers();
+        let get = |name| headers.get(name).unwrap_or_default().to_string();
+        *self.0.lock().unwrap() = Some((get("x-fallback-model"), get("x-fallback-attempts")));
+        Ok(())
+    }
+}
+
+impl FallbackHeaders {
+    fn last(&self) -> (String, String) {
+        self.0.lock().unwrap().clone().unwrap_or_default()
+    }
+}
+
+fn sdk(url: &str, headers: &FallbackHeaders, api_key: Option<&str>) -> Client {
+    let mut config = endpoint_config(url).interceptor(headers.clone());
+    if let Some(key) = api_key {
+        config = config
+            .bearer_token(Token::new(key, None))
+            .auth_scheme_preference([AuthSchemeId::new("httpBearerAuth")]);
+    }
+    Client::from_conf(config.build())
+}
+
+fn message(text: &str) -> Message {
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(text.into()))
+        .build()
+        .unwrap()
+}
+
+async fn http(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String, Option<String>) {
+    let client = HttpClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = client
+        .request(
+            request
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let kind = response
+        .headers()
+        .get("x-amzn-errortype")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned(), kind)
+}
+
+async fn stats(url: &str) -> Value {
+    let (status, body, _) = http("GET", &format!("{url}/model_stats"), None, "").await;
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn converse_and_converse_stream_are_answered_with_fallback_headers() {
+    let gw = start(config()).await;
+    let headers = FallbackHeaders::default();
+    let client = sdk(&gw.url, &headers, None);
+
+    let out = client
+        .converse()
+        .model_id("claude")
+        .messages(message("hi"))
+        .send()
+        .await
+        .unwrap();
+    let text = out.output().unwrap().as_message().unwrap().content()[0]
+        .as_text()
+        .unwrap()
+        .clone();
+    assert_eq!(text, format!("Hello from {PRIMARY}"));
+    assert_eq!(headers.last(), (PRIMARY.to_string(), "1".to_string()));
+
+    // The chain can also be named by its primary model id.
+    let out = client
+        .converse_stream()
+        .model_id(PRIMARY)
+        .messages(message("hi"))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = out.stream;
+    let mut streamed = String::new();
+    while let Some(event) = stream.recv().await.unwrap() {
+        if let ConverseStreamOutput::ContentBlockDelta(delta) = event {
+            if let Some(ContentBlockDelta::Text(t)) = delta.delta() {
+                streamed.push_str(t);
+            }
+        }
+    }
+    assert_eq!(streamed, format!("Hello from {PRIMARY}"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_throttled_primary_is_served_by_the_next_model_and_stats_show_it() {
+    let gw = start(config()).await;
+    gw.fake.script(PRIMARY, [Step::throttle()]);
+    let headers = FallbackHeaders::default();
+    let client = sdk(&gw.url, &headers, None);
+
+    let out = client
+        .converse()
+        .model_id("claude")
+        .messages(message("hi"))
+        .send()
+        .await
+        .unwrap();
+    let text = out.output().unwrap().as_message().unwrap().content()[0]
+        .as_text()
+        .unwrap()
+        .clone();
+    assert_eq!(text, format!("Hello from {SECOND}"));
+    assert_eq!(headers.last(), (SECOND.to_string(), "2".to_string()));
+
+    // A throttle inside a stream, before content, falls back too.
+    gw.fake.script(SECOND, [Step::throttle_in_stream()]);
+    let out = client
+        .converse_stream()
+        .model_id("claude")
+        .messages(message("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        headers.last().0,
+        "us.amazon.nova-lite-v1:0",
+        "primary cooling, second throttled in stream"
+    );
+    drop(out);
+
+    let s = stats(&gw.url).await;
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(s["stats"]["total_models"], 3);
+    let primary = &s["stats"]["models"][0];
+    assert_eq!(primary["id"], PRIMARY);
+    assert_eq!(primary["name"], "Claude Sonnet 4");
+    assert_eq!(primary["status"], "cooling_down");
+    assert_eq!(primary["throttles"], 1);
+    assert_eq!(primary["success_rate"], 0.0);
+    assert!(primary["cooldown_remaining_s"].as_f64().unwrap() > 9.0);
+    assert_eq!(s["stats"]["served_by_fallback"], 2);
+    assert_eq!(s["stats"]["primary_usage_percent"], 0.0);
+
+    // Resetting needs the admin token.
+    let reset = format!("{}/reset_model_cooldowns", gw.url);
+    let (status, _, kind) = http("POST", &reset, None, "").await;
+    assert_eq!(
+        (status, kind.as_deref()),
+        (403, Some("AccessDeniedException"))
+    );
+    let (status, _, _) = http("POST", &reset, Some("wrong"), "").await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        stats(&gw.url).await["stats"]["models"][0]["status"],
+        "cooling_down"
+    );
+    let (status, _, _) = http("POST", &reset, Some("admin-secret"), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        stats(&gw.url).await["stats"]["models"][0]["status"],
+        "available"
+    );
+
+    client
+        .converse()
+        .model_id("claude")
+        .messages(message("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        headers.last().0,
+        PRIMARY,
+        "back on the primary after the reset"
+    );
+
+    let (status, metrics, _) = http("GET", &format!("{}/metrics", gw.url), None, "").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(&format!(
+            "model_fallback_throttles_total{{chain=\"claude\",model=\"{PRIMARY}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_bedrock_errors_the_sdk_understands_and_the_gateway_keeps_serving() {
+    let gw = start(GatewayConfig {
+        api_key: Some("user-key".into()),
+        max_body_bytes: 4096,
+        ..config()
+    })
+    .await;
+    let headers = FallbackHeaders::default();
+
+    // No key (SigV4 only) and a wrong key: AccessDeniedException.
+    let err = sdk(&gw.url, &headers, None)
+        .converse()
+        .model_id("claude")
+        .messages(message("hi"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_service_error().unwrap().is_access_denied_exception(),
+        "{err:?}"
+    );
+    let err = sdk(&gw.url, &headers, Some("nope"))
+        .converse()
+        .model_id("claude")
+        .messages(message("hi"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.as_service_error().unwrap().is_access_denied_exception());
+
+    let client = sdk(&gw.url, &headers, Some("user-key"));
+    // Unknown model: ResourceNotFoundException.
+    let err = client
+        .converse()
+        .model_id("no-such-model")
+        .messages(message("hi"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_service_error()
+            .unwrap()
+            .is_resource_not_found_exception()
+    );
+    // Oversized body: ValidationException.
+    let err = client
+        .converse()
+        .model_id("claude")
+        .messages(message(&"x".repeat(10_000)))
+        .send()
+        .await
+        .unwrap_err();
+    let service = err.as_service_error().unwrap();
+    assert!(service.is_validation_exception());
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 413);
+    assert!(service.message().unwrap().contains("4096"));
+    // Malformed JSON (no SDK sends it; a raw client does): ValidationException.
+    let (status, body, kind) = http(
+        "POST",
+        &format!("{}/model/claude/converse", gw.url),
+        Some("user-key"),
+        "{not json",
+    )
+    .await;
+    assert_eq!(
+        (status, kind.as_deref()),
+        (400, Some("ValidationException"))
+    );
+    assert!(body.contains("Malformed input request"));
+
+    // Still serving.
+    client
+        .converse()
+        .model_id("claude")
+        .messages(message("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(headers.last().0, PRIMARY);
+    assert_eq!(
+        gw.fake.requests(PRIMARY),
+        1,
+        "no bad request reached the upstream"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_the_request_in_flight_finish() {
+    let gw = start(config()).await;
+    let gate = Gate::new();
+    gw.fake.script(PRIMARY, [Step::ok().held_by(&gate)]);
+    let headers = FallbackHeaders::default();
+    let client = sdk(&gw.url, &headers, None);
+    let in_flight = tokio::spawn(async move {
+        client
+            .converse()
+            .model_id("claude")
+            .messages(message("hi"))
+            .send()
+            .await
+    });
+    gate.arrived().await;
+
+    let Running {
+        stop, served, url, ..
+    } = gw;
+    stop.unwrap().send(()).unwrap();
+    tokio::task::yield_now().await;
+    assert!(
+        !served.is_finished(),
+        "the server waits for the request in flight"
+    );
+    gate.open();
+    let out = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completed");
+    assert!(out.output().is_some());
+    served.await.unwrap().unwrap();
+
+    // New connections are refused once it stopped.
+    let refused = sdk(&url, &headers, None)
+        .converse()
+        .model_id("claude")
+        .messages(message("hi"))
+        .send()
+        .await;
+    assert!(refused.is_err());
+}
