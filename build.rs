@@ -1,0 +1,18 @@
+//! Compiles the gRPC example's proto (feature `grpc`) with protox, so no system `protoc` is needed.
+
+fn main() {
+    #[cfg(feature = "grpc")]
+    grpc();
+}
+
+#[cfg(feature = "grpc")]
+fn grpc() {
+    println!("cargo:rerun-if-changed=proto/generate.proto");
+    let descriptors = match protox::compile(["generate.proto"], ["proto"]) {
+        Ok(descriptors) => descriptors,
+        Err(error) => panic!("proto/generate.proto does not compile: {error}"),
+    };
+    if let Err(error) = tonic_prost_build::configure().compile_fds(descriptors) {
+        panic!("cannot generate the gRPC code: {error}");
+    }
+}

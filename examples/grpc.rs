@@ -1,0 +1,172 @@
+//! A tonic gRPC service whose handlers call `Fallback` services: unary `Generate` and server-streaming
+//! `GenerateStream` (which falls back only until content has started flowing).
+//!
+//! ```text
+//! cargo run --example grpc
+//! ```
+//!
+//! The proto (`proto/generate.proto`) is compiled at build time by the `grpc` feature, in pure Rust.
+//! The example runs on the embedded fake Bedrock, whose primary throttles every third call.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use aws_sdk_bedrockruntime::operation::converse::builders::ConverseInputBuilder;
+use aws_sdk_bedrockruntime::operation::converse_stream::builders::ConverseStreamInputBuilder;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput,
+    InferenceConfiguration, Message,
+};
+use tokio::net::TcpListener;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+use tower::{BoxError, Layer, ServiceExt};
+use tower_model_fallback::bedrock::{ConverseService, ConverseStreamService};
+use tower_model_fallback::policy::AdaptiveCooldown;
+use tower_model_fallback::testing::{FakeBedrock, Step};
+use tower_model_fallback::{Fallback, FallbackLayer, ModelChain, ModelRequest};
+
+pub mod pb {
+    tonic::include_proto!("generate.v1");
+}
+
+use pb::generator_server::{Generator, GeneratorServer};
+use pb::{GenerateChunk, GenerateReply, GenerateRequest};
+
+/// The gRPC service: one fallback layer (one shared policy) over both operations.
+#[derive(Clone)]
+pub struct Service {
+    converse: Fallback<ConverseService>,
+    stream: Fallback<ConverseStreamService>,
+}
+
+impl Service {
+    /// A chain of two models on `client`.
+    pub fn new(client: aws_sdk_bedrockruntime::Client) -> Result<Self, BoxError> {
+        let chain = ModelChain::new(["primary-model", "fallback-model"])?;
+        let layer = FallbackLayer::new(AdaptiveCooldown::new(chain));
+        Ok(Service {
+            converse: layer.layer(ConverseService::new(client.clone())),
+            stream: layer.layer(ConverseStreamService::new(client)),
+        })
+    }
+}
+
+fn message(request: &GenerateRequest) -> Result<(Message, InferenceConfiguration), Status> {
+    let message = Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(request.prompt.clone()))
+        .build()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let max_tokens = i32::try_from(request.max_tokens.max(1)).unwrap_or(i32::MAX);
+    Ok((
+        message,
+        InferenceConfiguration::builder()
+            .max_tokens(max_tokens)
+            .build(),
+    ))
+}
+
+fn unavailable(error: BoxError) -> Status {
+    Status::unavailable(format!("no model answered: {error}"))
+}
+
+#[tonic::async_trait]
+impl Generator for Service {
+    async fn generate(
+        &self,
+        request: Request<GenerateRequest>,
+    ) -> Result<Response<GenerateReply>, Status> {
+        let (message, config) = message(request.get_ref())?;
+        let input = ConverseInputBuilder::default()
+            .messages(message)
+            .inference_config(config);
+        let served = self
+            .converse
+            .clone()
+            .oneshot(ModelRequest::new(Arc::new(input)))
+            .await
+            .map_err(unavailable)?;
+        let text = served
+            .response()
+            .output()
+            .and_then(|o| o.as_message().ok())
+            .and_then(|m| m.content().first())
+            .and_then(|c| c.as_text().ok())
+            .cloned()
+            .unwrap_or_default();
+        Ok(Response::new(GenerateReply {
+            text,
+            model: served.model().to_string(),
+            attempts: u32::try_from(served.attempts()).unwrap_or(u32::MAX),
+        }))
+    }
+
+    type GenerateStreamStream = Pin<Box<dyn Stream<Item = Result<GenerateChunk, Status>> + Send>>;
+
+    async fn generate_stream(
+        &self,
+        request: Request<GenerateRequest>,
+    ) -> Result<Response<Self::GenerateStreamStream>, Status> {
+        let (message, config) = message(request.get_ref())?;
+        let input = ConverseStreamInputBuilder::default()
+            .messages(message)
+            .inference_config(config);
+        // Fallback happens here, before the first content event reaches the caller.
+        let served = self
+            .stream
+            .clone()
+            .oneshot(ModelRequest::new(Arc::new(input)))
+            .await
+            .map_err(unavailable)?;
+        let model = served.model().to_string();
+        let mut events = served.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let chunk = match events.recv().await {
+                    Ok(Some(ConverseStreamOutput::ContentBlockDelta(delta))) => match delta.delta()
+                    {
+                        Some(ContentBlockDelta::Text(text)) => Ok(GenerateChunk {
+                            text: text.clone(),
+                            model: model.clone(),
+                        }),
+                        _ => continue,
+                    },
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    // After content has flowed the caller hears about the error; no silent switch.
+                    Err(error) => Err(Status::unavailable(format!(
+                        "{model} failed mid-stream: {error}"
+                    ))),
+                };
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Serves the gRPC service on `listener`.
+pub async fn serve(listener: TcpListener, service: Service) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(GeneratorServer::new(service))
+        .serve_with_incoming(TcpListenerStream::new(listener))
+        .await
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let fake = FakeBedrock::start().await?;
+    for _ in 0..100 {
+        fake.script("primary-model", [Step::ok(), Step::ok(), Step::throttle()]);
+    }
+    let listener = TcpListener::bind("127.0.0.1:50051").await?;
+    println!("gRPC Generator on http://{}", listener.local_addr()?);
+    serve(listener, Service::new(fake.client())?).await?;
+    Ok(())
+}
