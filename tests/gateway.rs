@@ -413,3 +413,33 @@ async fn shutdown_lets_the_request_in_flight_finish() {
         .await;
     assert!(refused.is_err());
 }
+
+#[test]
+fn the_example_config_file_is_the_default() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.toml");
+    let config = GatewayConfig::from_file(&path).unwrap();
+    assert!(config == GatewayConfig::default());
+}
+
+#[tokio::test]
+async fn invalid_configs_are_rejected_before_start() {
+    let shrinking = GatewayConfig::from_toml("[policy]\ntiers = [[1, 30.0], [2, 10.0]]").unwrap();
+    let err = Gateway::new(shrinking).await.unwrap_err().to_string();
+    assert!(err.contains("non-shrinking cooldowns"), "{err}");
+    let err = GatewayConfig::from_toml("lisen = \"127.0.0.1:1\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field"), "{err}");
+    let duplicate =
+        GatewayConfig::from_toml("[[chains]]\nmodels = [{ id = \"a\" }, { id = \"a\" }]").unwrap();
+    let err = Gateway::new(duplicate).await.unwrap_err().to_string();
+    assert!(err.contains("model a appears twice"), "{err}");
+    let mode = GatewayConfig::from_toml("[policy]\nwhen_all_cooling = \"sometimes\"").unwrap();
+    assert!(
+        Gateway::new(mode)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("when_all_cooling")
+    );
+}
