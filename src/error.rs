@@ -48,6 +48,8 @@ pub enum ConfigError {
     ZeroCooldown,
     /// `max_attempts` is zero.
     ZeroMaxAttempts,
+    /// A probe interval is zero, or the maximum is below the first interval.
+    InvalidProbeInterval,
 }
 
 impl fmt::Display for ConfigError {
@@ -76,6 +78,9 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::ZeroCooldown => f.write_str("cooldown must be longer than zero"),
             ConfigError::ZeroMaxAttempts => f.write_str("max_attempts must be at least 1"),
+            ConfigError::InvalidProbeInterval => f.write_str(
+                "probe interval must be longer than zero and not longer than the maximum probe interval",
+            ),
         }
     }
 }

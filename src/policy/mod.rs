@@ -7,6 +7,8 @@
 //!
 //! - [`AdaptiveCooldown`] (the default) scales the cooldown with how often the model was throttled
 //!   recently and lets a successful request reopen the model for everyone.
+//! - [`ProbingCooldown`] is the adaptive policy plus single probes of a cooling model, so a model
+//!   whose quota has refilled is found within about a second instead of after the cooldown.
 //! - [`FixedCooldown`] blocks a throttled model for a fixed time: the naive design, kept as a baseline
 //!   and as a worked example of writing a policy.
 //!
@@ -27,9 +29,11 @@ use crate::request::TokenCost;
 mod adaptive;
 mod cell;
 mod fixed;
+mod probing;
 
 pub use adaptive::{AdaptiveCooldown, AdaptiveCooldownBuilder, Tier};
 pub use fixed::FixedCooldown;
+pub use probing::ProbingCooldown;
 
 /// Whether new requests should try a model now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

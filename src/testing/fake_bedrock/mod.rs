@@ -19,11 +19,10 @@ use tokio::task::JoinHandle;
 use super::step::{Outcome, Step};
 use crate::classify::StatusError;
 
-mod quota;
 
 use crate::wire::{self, Frames, Usage};
-pub use quota::Quota;
-use quota::QuotaState;
+use super::quota::Quota;
+use super::quota::QuotaState;
 
 /// The Bedrock runtime operations the fake serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

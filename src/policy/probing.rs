@@ -1,0 +1,152 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{AdaptiveCooldown, AttemptInfo, CooldownPolicy, Hint, Ticket};
+use crate::chain::ModelChain;
+use crate::classify::ErrorClass;
+use crate::error::ConfigError;
+use crate::request::TokenCost;
+
+/// [`AdaptiveCooldown`], plus single probes: while a model cools, one new request at a time may try
+/// it, first `probe_interval` (1 s) after the throttle, then at doubling intervals while probes keep
+/// being throttled (up to `max_probe_interval`, 8 s). A successful probe reopens the model for
+/// everyone, as any fresh success does.
+///
+/// Bedrock refills quotas continuously, so a throttled model usually has capacity again within
+/// seconds; a blind cooldown leaves that capacity unused and sends the traffic to slower fallbacks.
+/// One probe per interval finds it at the cost of at most one throttled attempt per interval, and the
+/// doubling keeps that cost small while the quota stays exhausted. The simulator's table
+/// (`cargo run --release --example simulate`) compares it with the other policies.
+///
+/// The probe slot is claimed lock-free (one compare-and-swap on the model's next-probe time), and
+/// while a model is not cooling the policy costs what `AdaptiveCooldown` costs.
+#[derive(Debug)]
+pub struct ProbingCooldown {
+    inner: AdaptiveCooldown,
+    probe_interval: Duration,
+    max_probe_interval: Duration,
+    origin: Instant,
+    probes: Box<[Probe]>,
+}
+
+#[derive(Debug, Default)]
+struct Probe {
+    /// When the next probe may start, in nanoseconds after `origin` plus one; 0 when not cooling.
+    next: AtomicU64,
+    /// The current interval between probes, in nanoseconds.
+    interval: AtomicU64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl ProbingCooldown {
+    /// Default numbers: the adaptive defaults, probes after 1 s, doubling up to 8 s.
+    pub fn new(chain: ModelChain) -> Self {
+        ProbingCooldown::wrap(AdaptiveCooldown::new(chain), Duration::from_secs(1), Duration::from_secs(8))
+    }
+
+    /// Probes `inner`'s cooling models every `probe_interval` at first, doubling up to
+    /// `max_probe_interval`; both must be non-zero and in that order.
+    pub fn with_probes(
+        inner: AdaptiveCooldown,
+        probe_interval: Duration,
+        max_probe_interval: Duration,
+    ) -> Result<Self, ConfigError> {
+        if probe_interval.is_zero() || max_probe_interval < probe_interval {
+            return Err(ConfigError::InvalidProbeInterval);
+        }
+        Ok(ProbingCooldown::wrap(inner, probe_interval, max_probe_interval))
+    }
+
+    fn wrap(inner: AdaptiveCooldown, probe_interval: Duration, max_probe_interval: Duration) -> Self {
+        let probes = (0..inner.chain().len()).map(|_| Probe::default()).collect();
+        ProbingCooldown {
+            inner,
+            probe_interval,
+            max_probe_interval,
+            origin: Instant::now(),
+            probes,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.origin)) + 1
+    }
+}
+
+impl CooldownPolicy for ProbingCooldown {
+    fn chain(&self) -> &ModelChain {
+        self.inner.chain()
+    }
+
+    fn hint(&self, model: usize, cost: Option<TokenCost>) -> Hint {
+        let hint = self.inner.hint(model, cost);
+        let (Hint::Cooling { .. }, Some(probe)) = (hint, self.probes.get(model)) else {
+            return hint;
+        };
+        let next = probe.next.load(Ordering::Acquire);
+        let now = self.now();
+        if next == 0 || now < next {
+            return hint;
+        }
+        // Claim the probe: only the request whose swap wins tries the model.
+        let after = now.saturating_add(probe.interval.load(Ordering::Acquire));
+        match probe
+            .next
+            .compare_exchange(next, after, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Hint::Available,
+            Err(_) => hint,
+        }
+    }
+
+    fn on_attempt(&self, model: usize, cost: Option<TokenCost>) -> Ticket {
+        self.inner.on_attempt(model, cost)
+    }
+
+    fn on_success(&self, attempt: &AttemptInfo) {
+        self.inner.on_success(attempt);
+        if self.inner.cooldown_remaining(attempt.model).is_none() {
+            if let Some(probe) = self.probes.get(attempt.model) {
+                probe.next.store(0, Ordering::Release);
+            }
+        }
+    }
+
+    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
+        let cooldown = self.inner.on_throttle(attempt, retry_after);
+        if let Some(probe) = self.probes.get(attempt.model) {
+            // A throttle while probes were running means the probe (or a straggler) failed: back off.
+            let running = probe.next.load(Ordering::Acquire) != 0;
+            let interval = if running {
+                let doubled = probe.interval.load(Ordering::Acquire).saturating_mul(2);
+                doubled.min(nanos(self.max_probe_interval))
+            } else {
+                nanos(self.probe_interval)
+            };
+            let wait = interval.max(retry_after.map_or(0, nanos));
+            probe.interval.store(interval, Ordering::Release);
+            probe.next.store(self.now().saturating_add(wait), Ordering::Release);
+        }
+        cooldown
+    }
+
+    fn on_failure(&self, attempt: &AttemptInfo, class: ErrorClass) {
+        self.inner.on_failure(attempt, class);
+    }
+
+    fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
+        self.inner.cooldown_remaining(model)
+    }
+
+    fn reset_cooldowns(&self) {
+        self.inner.reset_cooldowns();
+        for probe in self.probes.iter() {
+            probe.next.store(0, Ordering::Release);
+        }
+    }
+}
