@@ -69,6 +69,8 @@ mod request;
 pub mod router;
 mod served;
 mod service;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -46,7 +46,11 @@ fn nanos(d: Duration) -> u64 {
 impl ProbingCooldown {
     /// Default numbers: the adaptive defaults, probes after 1 s, doubling up to 8 s.
     pub fn new(chain: ModelChain) -> Self {
-        ProbingCooldown::wrap(AdaptiveCooldown::new(chain), Duration::from_secs(1), Duration::from_secs(8))
+        ProbingCooldown::wrap(
+            AdaptiveCooldown::new(chain),
+            Duration::from_secs(1),
+            Duration::from_secs(8),
+        )
     }
 
     /// Probes `inner`'s cooling models every `probe_interval` at first, doubling up to
@@ -59,10 +63,18 @@ impl ProbingCooldown {
         if probe_interval.is_zero() || max_probe_interval < probe_interval {
             return Err(ConfigError::InvalidProbeInterval);
         }
-        Ok(ProbingCooldown::wrap(inner, probe_interval, max_probe_interval))
+        Ok(ProbingCooldown::wrap(
+            inner,
+            probe_interval,
+            max_probe_interval,
+        ))
     }
 
-    fn wrap(inner: AdaptiveCooldown, probe_interval: Duration, max_probe_interval: Duration) -> Self {
+    fn wrap(
+        inner: AdaptiveCooldown,
+        probe_interval: Duration,
+        max_probe_interval: Duration,
+    ) -> Self {
         let probes = (0..inner.chain().len()).map(|_| Probe::default()).collect();
         ProbingCooldown {
             inner,
@@ -130,7 +142,9 @@ impl CooldownPolicy for ProbingCooldown {
             };
             let wait = interval.max(retry_after.map_or(0, nanos));
             probe.interval.store(interval, Ordering::Release);
-            probe.next.store(self.now().saturating_add(wait), Ordering::Release);
+            probe
+                .next
+                .store(self.now().saturating_add(wait), Ordering::Release);
         }
         cooldown
     }

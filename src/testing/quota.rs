@@ -25,21 +25,24 @@ impl Quota {
 /// One continuously refilling bucket.
 #[derive(Debug)]
 struct Bucket {
+    per_minute: f64,
     capacity: f64,
     level: f64,
 }
 
 impl Bucket {
-    fn new(per_minute: u32) -> Self {
-        let capacity = f64::from(per_minute);
+    fn new(per_minute: u32, burst: Duration) -> Self {
+        let per_minute = f64::from(per_minute);
+        let capacity = (per_minute * burst.as_secs_f64() / 60.0).max(1.0);
         Bucket {
+            per_minute,
             capacity,
             level: capacity,
         }
     }
 
     fn refill(&mut self, elapsed: Duration) {
-        let added = self.capacity * elapsed.as_secs_f64() / 60.0;
+        let added = self.per_minute * elapsed.as_secs_f64() / 60.0;
         self.level = (self.level + added).min(self.capacity);
     }
 }
@@ -53,10 +56,16 @@ pub(crate) struct QuotaState {
 }
 
 impl QuotaState {
+    /// Buckets that hold a full minute of quota.
     pub(crate) fn new(quota: Quota) -> Self {
+        QuotaState::with_burst(quota, Duration::from_secs(60))
+    }
+
+    /// Buckets that hold `burst` worth of quota: the longest burst served at once after a quiet spell.
+    pub(crate) fn with_burst(quota: Quota, burst: Duration) -> Self {
         QuotaState {
-            requests: Bucket::new(quota.requests_per_minute),
-            tokens: Bucket::new(quota.tokens_per_minute),
+            requests: Bucket::new(quota.requests_per_minute, burst),
+            tokens: Bucket::new(quota.tokens_per_minute, burst),
             refilled: Instant::now(),
         }
     }

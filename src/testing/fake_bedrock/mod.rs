@@ -19,10 +19,9 @@ use tokio::task::JoinHandle;
 use super::step::{Outcome, Step};
 use crate::classify::StatusError;
 
-
-use crate::wire::{self, Frames, Usage};
 use super::quota::Quota;
 use super::quota::QuotaState;
+use crate::wire::{self, Frames, Usage};
 
 /// The Bedrock runtime operations the fake serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,0 +1,139 @@
+//! Compares the cooldown policies on a simulated Bedrock, deterministically.
+//!
+//! ```text
+//! cargo run --release --example simulate                       # every scenario, every policy
+//! cargo run --release --example simulate -- --scenario default --seed 7 --json
+//! cargo run --release --example simulate -- --plot primary-share.svg
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use plotters::prelude::*;
+use tower::BoxError;
+use tower_model_fallback::sim::{self, PolicyKind, Report, Scenario};
+use tower_model_fallback::testing::Quota;
+
+/// Simulate Bedrock throttling and compare the fallback policies on the same workload and seed.
+#[derive(Parser)]
+struct Args {
+    /// Scenario: default, big-burst, starved-primary, or all.
+    #[arg(long, default_value = "all")]
+    scenario: String,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Users active from the start (overrides the scenario).
+    #[arg(long)]
+    users: Option<usize>,
+    /// Simulated minutes (overrides the scenario).
+    #[arg(long)]
+    minutes: Option<u64>,
+    /// Mean think time in seconds (overrides the scenario).
+    #[arg(long)]
+    think_s: Option<f64>,
+    /// Primary quota in requests per minute (overrides the scenario).
+    #[arg(long)]
+    primary_rpm: Option<u32>,
+    /// Seconds of quota every model's buckets hold (overrides the scenario).
+    #[arg(long)]
+    burst_s: Option<f64>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Write an SVG plot of the primary's share per minute, per policy.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    let mut scenarios = match args.scenario.as_str() {
+        "all" => Scenario::all(),
+        name => vec![Scenario::named(name).ok_or_else(|| format!("unknown scenario {name:?}"))?],
+    };
+    for s in &mut scenarios {
+        if let Some(users) = args.users {
+            s.users = users;
+        }
+        if let Some(minutes) = args.minutes {
+            s.duration = Duration::from_secs(minutes * 60);
+        }
+        if let Some(think) = args.think_s {
+            s.think_time = Duration::try_from_secs_f64(think)?;
+        }
+        if let Some(burst) = args.burst_s {
+            for model in &mut s.models {
+                model.burst = Duration::try_from_secs_f64(burst)?;
+            }
+        }
+        if let Some(rpm) = args.primary_rpm {
+            let tpm = s.models[0].quota.tokens_per_minute;
+            s.models[0].quota = Quota::new(rpm, tpm);
+        }
+    }
+    let mut reports: Vec<Report> = Vec::new();
+    for scenario in &scenarios {
+        for policy in PolicyKind::ALL {
+            reports.push(sim::run(scenario, policy, args.seed)?);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        print!("{}", sim::table(&reports));
+    }
+    if let Some(path) = &args.plot {
+        plot(path, &reports)?;
+    }
+    Ok(())
+}
+
+fn plot(path: &PathBuf, reports: &[Report]) -> Result<(), BoxError> {
+    let scenario = &reports[0].scenario;
+    let reports: Vec<&Report> = reports.iter().filter(|r| &r.scenario == scenario).collect();
+    let minutes = reports
+        .iter()
+        .map(|r| r.primary_share_by_minute.len())
+        .max()
+        .unwrap_or(1);
+    let root = SVGBackend::new(path, (900, 450)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("primary-model share per minute ({scenario})"),
+            ("sans-serif", 20),
+        )
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0f64..minutes as f64, 0f64..100f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("minute")
+        .y_desc("% served by primary")
+        .draw()?;
+    for (i, report) in reports.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let points = report
+            .primary_share_by_minute
+            .iter()
+            .enumerate()
+            .map(|(m, s)| (m as f64 + 0.5, s * 100.0));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(report.policy.name())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
+    root.present()?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}

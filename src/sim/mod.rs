@@ -1,0 +1,214 @@
+//! A deterministic simulation of Bedrock throttling (feature `sim`).
+//!
+//! It runs the real [`Fallback`](crate::Fallback) layer and the real policies against simulated
+//! models on tokio's paused clock, on one thread, with seeded randomness: the same scenario, policy
+//! and seed give the same [`Report`] byte for byte, and half an hour of traffic takes seconds.
+//!
+//! - **Models** throttle the way Bedrock does: a quota of requests and tokens per minute per model,
+//!   refilled continuously and charged when a request starts (input tokens plus the output budget).
+//!   An admitted call takes `latency_base + latency_per_output_token * output_tokens`, times a
+//!   log-normal jitter; a throttle answers after `throttle_latency`.
+//! - **Users** think for an exponentially distributed time, send one request of a size drawn from
+//!   the mix, wait for the answer, and repeat. Traffic shapes: steady, a ramp, or a burst of extra
+//!   users.
+//!
+//! `cargo run --release --example simulate` prints the comparison table; see [`Report`] for what each
+//! column means.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::chain::ModelChain;
+use crate::error::{DeadlineExceeded, FallbackError};
+use crate::layer::{FallbackLayer, WhenAllCooling};
+use crate::policy::{AdaptiveCooldown, CooldownPolicy, FixedCooldown, ProbingCooldown};
+use crate::request::ModelRequest;
+use crate::service::Fallback;
+
+mod model;
+mod report;
+mod scenario;
+
+use model::SimBedrock;
+pub use report::{Outcome, Report, table};
+pub use scenario::{RequestSize, Scenario, Shape, SimModel};
+
+/// The policies the simulator compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum PolicyKind {
+    /// [`FixedCooldown`] with [`WhenAllCooling::FailFast`]: the naive design, a global 60 s block
+    /// (when every model is blocked, the request fails).
+    Fixed,
+    /// [`AdaptiveCooldown`]: the default.
+    Adaptive,
+    /// [`ProbingCooldown`]: adaptive plus single probes.
+    Probing,
+}
+
+impl PolicyKind {
+    /// Every policy, in table order.
+    pub const ALL: [PolicyKind; 3] = [PolicyKind::Fixed, PolicyKind::Adaptive, PolicyKind::Probing];
+
+    /// The policy's name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Fixed => "fixed",
+            PolicyKind::Adaptive => "adaptive",
+            PolicyKind::Probing => "probing",
+        }
+    }
+
+    fn when_all_cooling(self) -> WhenAllCooling {
+        match self {
+            PolicyKind::Fixed => WhenAllCooling::FailFast,
+            PolicyKind::Adaptive | PolicyKind::Probing => WhenAllCooling::TryAnyway,
+        }
+    }
+
+    fn build(self, chain: ModelChain) -> Arc<dyn CooldownPolicy> {
+        match self {
+            PolicyKind::Fixed => Arc::new(FixedCooldown::new(chain)),
+            PolicyKind::Adaptive => Arc::new(AdaptiveCooldown::new(chain)),
+            PolicyKind::Probing => Arc::new(ProbingCooldown::new(chain)),
+        }
+    }
+}
+
+/// Runs `scenario` under `policy` with `seed`.
+pub fn run(scenario: &Scenario, policy: PolicyKind, seed: u64) -> Result<Report, crate::BoxError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()?;
+    runtime.block_on(simulate(scenario, policy, seed))
+}
+
+async fn simulate(
+    scenario: &Scenario,
+    policy: PolicyKind,
+    seed: u64,
+) -> Result<Report, crate::BoxError> {
+    scenario.validate()?;
+    let start = Instant::now();
+    let chain = ModelChain::new(scenario.models.iter().map(|m| m.id.as_str()))?;
+    let layer = FallbackLayer::builder_shared(policy.build(chain))
+        .when_all_cooling(policy.when_all_cooling())
+        .build()?;
+    let bedrock = SimBedrock::new(&scenario.models, seed);
+    let service = tower::Layer::layer(&layer, bedrock.clone());
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let end = start + scenario.duration;
+
+    let mut users = Vec::new();
+    for (user, (from, until)) in scenario.user_windows().into_iter().enumerate() {
+        let user_seed = seed ^ (user as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let task = user_loop(
+            scenario.clone(),
+            service.clone(),
+            StdRng::seed_from_u64(user_seed),
+            start,
+            (start + from, (start + until).min(end)),
+            outcomes.clone(),
+        );
+        users.push(tokio::spawn(task));
+    }
+    for user in users {
+        user.await?;
+    }
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(PoisonError::into_inner));
+    Ok(Report::new(
+        scenario,
+        policy,
+        seed,
+        start,
+        outcomes,
+        &bedrock.calls(),
+    ))
+}
+
+async fn user_loop(
+    scenario: Scenario,
+    service: Fallback<SimBedrock>,
+    mut rng: StdRng,
+    origin: Instant,
+    (from, until): (Instant, Instant),
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+) {
+    tokio::time::sleep_until(from).await;
+    loop {
+        let u: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+        let think = scenario.think_time.mul_f64(-u.ln());
+        tokio::time::sleep(think).await;
+        if Instant::now() >= until {
+            return;
+        }
+        let size = scenario.pick_size(rng.random::<f64>());
+        let started = Instant::now();
+        let result = service
+            .clone()
+            .oneshot(ModelRequest::new(size).with_cost(size))
+            .await;
+        let (served_by, trail) = match &result {
+            Ok(served) => {
+                let mut trail: Vec<(usize, bool)> = served
+                    .failed_attempts()
+                    .iter()
+                    .map(|a| {
+                        (
+                            index_of(&scenario, a.model().as_str()),
+                            a.class().is_throttled(),
+                        )
+                    })
+                    .collect();
+                let model = index_of(&scenario, served.model().as_str());
+                trail.push((model, false));
+                (Some(model), trail)
+            }
+            Err(error) => {
+                let attempts = error
+                    .downcast_ref::<FallbackError>()
+                    .map(FallbackError::attempts)
+                    .or_else(|| {
+                        error
+                            .downcast_ref::<DeadlineExceeded>()
+                            .map(DeadlineExceeded::attempts)
+                    })
+                    .unwrap_or_default();
+                let trail = attempts
+                    .iter()
+                    .map(|a| {
+                        (
+                            index_of(&scenario, a.model().as_str()),
+                            a.class().is_throttled(),
+                        )
+                    })
+                    .collect();
+                (None, trail)
+            }
+        };
+        let outcome = Outcome {
+            start: started.duration_since(origin),
+            latency: started.elapsed(),
+            served_by,
+            attempts: trail,
+        };
+        outcomes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(outcome);
+    }
+}
+
+fn index_of(scenario: &Scenario, model: &str) -> usize {
+    scenario
+        .models
+        .iter()
+        .position(|m| m.id == model)
+        .unwrap_or(usize::MAX)
+}

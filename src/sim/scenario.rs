@@ -1,0 +1,233 @@
+//! What a simulation runs: models, users, traffic shape, request sizes.
+
+use std::time::Duration;
+
+use crate::request::TokenCost;
+use crate::testing::Quota;
+
+/// One simulated model.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SimModel {
+    /// Model id.
+    pub id: String,
+    /// Requests and tokens per minute.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub quota: Quota,
+    /// How much quota the buckets hold: a model idle this long can take a burst of this much
+    /// quota at once.
+    pub burst: Duration,
+    /// Time to answer before any output token.
+    pub latency_base: Duration,
+    /// Time per output token.
+    pub latency_per_output_token: Duration,
+    /// Sigma of the log-normal factor on latency (0 for none).
+    pub latency_jitter: f64,
+    /// Time to answer a throttle.
+    pub throttle_latency: Duration,
+}
+
+/// How many users are active when.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum Shape {
+    /// Every user is active for the whole run.
+    Steady,
+    /// Users join one by one, evenly over this time.
+    Ramp(Duration),
+    /// `extra_users` more users are active from `at` for `length`.
+    Burst {
+        /// When the burst starts.
+        at: Duration,
+        /// How long it lasts.
+        length: Duration,
+        /// How many users it adds.
+        extra_users: usize,
+    },
+}
+
+/// One kind of request in the size mix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct RequestSize {
+    /// Relative frequency.
+    pub weight: u32,
+    /// Input tokens.
+    pub input_tokens: u32,
+    /// Output tokens (also the output budget charged against the quota).
+    pub output_tokens: u32,
+}
+
+/// A workload.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Scenario {
+    /// Name in tables.
+    pub name: String,
+    /// Simulated time.
+    pub duration: Duration,
+    /// Users active from the start.
+    pub users: usize,
+    /// Mean think time between a user's answer and their next request.
+    pub think_time: Duration,
+    /// Traffic shape.
+    pub shape: Shape,
+    /// Request size mix.
+    pub sizes: Vec<RequestSize>,
+    /// Models in chain order: the first is the primary.
+    pub models: Vec<SimModel>,
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+impl Scenario {
+    /// The default scenario: 55 users (think time 20 s) for 30 minutes; a fast primary (140 requests
+    /// per minute, buckets holding 5 s of quota) whose quota is just under the demand, and a slower
+    /// fallback (130 per minute). Calibrated by sweeping users and the fallback's quota until the
+    /// naive policy landed near the original report's "before" (primary usage 45%, mean 3.2 s,
+    /// success 94%) and the adaptive one near its "after" (78%, 2.1 s, 99%); see the README for the
+    /// figures it gives.
+    pub fn default_scenario() -> Self {
+        Scenario {
+            name: "default".into(),
+            duration: Duration::from_secs(30 * 60),
+            users: 55,
+            think_time: Duration::from_secs(20),
+            shape: Shape::Steady,
+            sizes: vec![
+                RequestSize {
+                    weight: 70,
+                    input_tokens: 500,
+                    output_tokens: 200,
+                },
+                RequestSize {
+                    weight: 25,
+                    input_tokens: 2_000,
+                    output_tokens: 600,
+                },
+                RequestSize {
+                    weight: 5,
+                    input_tokens: 8_000,
+                    output_tokens: 1_500,
+                },
+            ],
+            models: vec![
+                SimModel {
+                    id: "primary".into(),
+                    quota: Quota::new(140, 400_000),
+                    burst: Duration::from_secs(5),
+                    latency_base: ms(800),
+                    latency_per_output_token: ms(4),
+                    latency_jitter: 0.3,
+                    throttle_latency: ms(50),
+                },
+                SimModel {
+                    id: "fallback".into(),
+                    quota: Quota::new(130, 500_000),
+                    burst: Duration::from_secs(10),
+                    latency_base: ms(1_500),
+                    latency_per_output_token: ms(9),
+                    latency_jitter: 0.3,
+                    throttle_latency: ms(50),
+                },
+            ],
+        }
+    }
+
+    /// The default scenario with 60 extra users for 5 minutes in the middle.
+    pub fn big_burst() -> Self {
+        Scenario {
+            name: "big-burst".into(),
+            shape: Shape::Burst {
+                at: Duration::from_secs(12 * 60),
+                length: Duration::from_secs(5 * 60),
+                extra_users: 60,
+            },
+            ..Scenario::default_scenario()
+        }
+    }
+
+    /// A primary whose quota is a third of the demand, with a third model behind the fallback.
+    pub fn starved_primary() -> Self {
+        let mut scenario = Scenario::default_scenario();
+        scenario.name = "starved-primary".into();
+        scenario.models[0].quota = Quota::new(50, 150_000);
+        scenario.models[1].quota = Quota::new(100, 300_000);
+        scenario.models.push(SimModel {
+            id: "last-resort".into(),
+            quota: Quota::new(100, 300_000),
+            burst: Duration::from_secs(10),
+            latency_base: ms(2_000),
+            latency_per_output_token: ms(10),
+            latency_jitter: 0.3,
+            throttle_latency: ms(50),
+        });
+        scenario
+    }
+
+    /// The named scenarios.
+    pub fn all() -> Vec<Scenario> {
+        vec![
+            Scenario::default_scenario(),
+            Scenario::big_burst(),
+            Scenario::starved_primary(),
+        ]
+    }
+
+    /// The scenario called `name`.
+    pub fn named(name: &str) -> Option<Scenario> {
+        Scenario::all().into_iter().find(|s| s.name == name)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.models.is_empty() || self.sizes.iter().all(|s| s.weight == 0) {
+            return Err("a scenario needs at least one model and one request size".into());
+        }
+        if self.think_time.is_zero() {
+            return Err("think time must be longer than zero".into());
+        }
+        Ok(())
+    }
+
+    /// When each user is active, as offsets from the start.
+    pub(crate) fn user_windows(&self) -> Vec<(Duration, Duration)> {
+        let all = (Duration::ZERO, self.duration);
+        match &self.shape {
+            Shape::Steady => vec![all; self.users],
+            Shape::Ramp(over) => (0..self.users)
+                .map(|i| {
+                    (
+                        over.mul_f64(i as f64 / self.users.max(1) as f64),
+                        self.duration,
+                    )
+                })
+                .collect(),
+            Shape::Burst {
+                at,
+                length,
+                extra_users,
+            } => {
+                let mut windows = vec![all; self.users];
+                windows.extend(std::iter::repeat_n((*at, *at + *length), *extra_users));
+                windows
+            }
+        }
+    }
+
+    /// The request size for a uniform draw `u` in `[0, 1)`.
+    pub(crate) fn pick_size(&self, u: f64) -> TokenCost {
+        let total: u32 = self.sizes.iter().map(|s| s.weight).sum();
+        let mut target = u * f64::from(total);
+        for size in &self.sizes {
+            target -= f64::from(size.weight);
+            if target < 0.0 {
+                return TokenCost::new(size.input_tokens, size.output_tokens);
+            }
+        }
+        self.sizes.last().map_or(TokenCost::default(), |s| {
+            TokenCost::new(s.input_tokens, s.output_tokens)
+        })
+    }
+}
