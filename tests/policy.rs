@@ -275,3 +275,54 @@ async fn fixed_cooldown_blocks_for_everyone_until_it_runs_out() {
         ConfigError::ZeroCooldown
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn probing_lets_one_request_probe_a_cooling_model_and_backs_off() {
+    use tower_model_fallback::policy::ProbingCooldown;
+    let policy = ProbingCooldown::new(chain());
+    throttle(&policy, A);
+    assert!(
+        !policy.hint(A, None).is_available(),
+        "cooling: no probe before 1 s"
+    );
+    advance(secs(1)).await;
+    assert_eq!(
+        policy.hint(A, None),
+        Hint::Available,
+        "the first request after 1 s probes"
+    );
+    assert!(
+        !policy.hint(A, None).is_available(),
+        "exactly one probe per interval"
+    );
+
+    // The probe is throttled: the next probe waits twice as long.
+    throttle(&policy, A);
+    advance(Duration::from_millis(1_999)).await;
+    assert!(!policy.hint(A, None).is_available());
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(policy.hint(A, None), Hint::Available);
+
+    // This probe succeeds (it started after the latest throttle): the model reopens for everyone.
+    let probe = begin(&policy, A);
+    policy.on_success(&probe);
+    assert_eq!(policy.cooldown_remaining(A), None);
+    assert_eq!(policy.hint(A, None), Hint::Available);
+    assert_eq!(policy.hint(A, None), Hint::Available);
+
+    // A new throttle starts probing over at the first interval.
+    throttle(&policy, A);
+    advance(secs(1)).await;
+    assert_eq!(policy.hint(A, None), Hint::Available);
+}
+
+#[test]
+fn probing_rejects_invalid_intervals() {
+    use tower_model_fallback::policy::ProbingCooldown;
+    let err = ProbingCooldown::with_probes(AdaptiveCooldown::new(chain()), Duration::ZERO, secs(8))
+        .unwrap_err();
+    assert_eq!(err, ConfigError::InvalidProbeInterval);
+    let err =
+        ProbingCooldown::with_probes(AdaptiveCooldown::new(chain()), secs(4), secs(2)).unwrap_err();
+    assert_eq!(err, ConfigError::InvalidProbeInterval);
+}

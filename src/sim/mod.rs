@@ -15,6 +15,7 @@
 //! `cargo run --release --example simulate` prints the comparison table; see [`Report`] for what each
 //! column means.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rand::rngs::StdRng;
@@ -82,6 +83,15 @@ impl PolicyKind {
 
 /// Runs `scenario` under `policy` with `seed`.
 pub fn run(scenario: &Scenario, policy: PolicyKind, seed: u64) -> Result<Report, crate::BoxError> {
+    run_with_outcomes(scenario, policy, seed).map(|(report, _)| report)
+}
+
+/// Runs `scenario` and also returns every request's [`Outcome`], in the order they finished.
+pub fn run_with_outcomes(
+    scenario: &Scenario,
+    policy: PolicyKind,
+    seed: u64,
+) -> Result<(Report, Vec<Outcome>), crate::BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -93,7 +103,7 @@ async fn simulate(
     scenario: &Scenario,
     policy: PolicyKind,
     seed: u64,
-) -> Result<Report, crate::BoxError> {
+) -> Result<(Report, Vec<Outcome>), crate::BoxError> {
     scenario.validate()?;
     let start = Instant::now();
     let chain = ModelChain::new(scenario.models.iter().map(|m| m.id.as_str()))?;
@@ -103,6 +113,7 @@ async fn simulate(
     let bedrock = SimBedrock::new(&scenario.models, seed);
     let service = tower::Layer::layer(&layer, bedrock.clone());
     let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let issued = Arc::new(AtomicUsize::new(0));
     let end = start + scenario.duration;
 
     let mut users = Vec::new();
@@ -115,6 +126,7 @@ async fn simulate(
             start,
             (start + from, (start + until).min(end)),
             outcomes.clone(),
+            issued.clone(),
         );
         users.push(tokio::spawn(task));
     }
@@ -122,14 +134,17 @@ async fn simulate(
         user.await?;
     }
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(PoisonError::into_inner));
-    Ok(Report::new(
+    let issued = issued.load(Ordering::Relaxed);
+    let report = Report::new(
         scenario,
         policy,
         seed,
         start,
-        outcomes,
+        &outcomes,
         &bedrock.calls(),
-    ))
+        issued,
+    );
+    Ok((report, outcomes))
 }
 
 async fn user_loop(
@@ -139,6 +154,7 @@ async fn user_loop(
     origin: Instant,
     (from, until): (Instant, Instant),
     outcomes: Arc<Mutex<Vec<Outcome>>>,
+    issued: Arc<AtomicUsize>,
 ) {
     tokio::time::sleep_until(from).await;
     loop {
@@ -150,6 +166,7 @@ async fn user_loop(
         }
         let size = scenario.pick_size(rng.random::<f64>());
         let started = Instant::now();
+        issued.fetch_add(1, Ordering::Relaxed);
         let result = service
             .clone()
             .oneshot(ModelRequest::new(size).with_cost(size))

@@ -39,8 +39,12 @@ pub struct Report {
     pub policy: PolicyKind,
     /// Seed.
     pub seed: u64,
-    /// User requests.
+    /// User requests sent.
+    pub issued: usize,
+    /// User requests that resolved (with an answer or an error).
     pub requests: usize,
+    /// Calls the simulated Bedrock received.
+    pub upstream_calls: usize,
     /// Requests some model answered.
     pub served: usize,
     /// Requests the primary answered.
@@ -77,8 +81,9 @@ impl Report {
         policy: PolicyKind,
         seed: u64,
         origin: Instant,
-        outcomes: Vec<Outcome>,
+        outcomes: &[Outcome],
         calls: &[Call],
+        issued: usize,
     ) -> Self {
         let requests = outcomes.len();
         let served = outcomes.iter().filter(|o| o.served_by.is_some()).count();
@@ -98,7 +103,7 @@ impl Report {
 
         let minutes = scenario.duration.as_secs().div_ceil(60) as usize;
         let mut per_minute = vec![(0usize, 0usize); minutes.max(1)];
-        for outcome in &outcomes {
+        for outcome in outcomes {
             let minute = ((outcome.start + outcome.latency).as_secs() / 60) as usize;
             if let (Some(model), Some(slot)) = (outcome.served_by, per_minute.get_mut(minute)) {
                 slot.1 += 1;
@@ -110,7 +115,9 @@ impl Report {
             scenario: scenario.name.clone(),
             policy,
             seed,
+            issued,
             requests,
+            upstream_calls: calls.len(),
             served,
             served_by_primary,
             primary_usage: ratio(served_by_primary, requests),

@@ -1,0 +1,73 @@
+//! The layer allocates nothing per call on the happy path (the primary answers), for chains of up to
+//! eight models. A counting global allocator (the `allocation-counter` crate) checks it; the inner
+//! service allocates nothing itself.
+
+use std::future::{Future, Ready, ready};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use tower::{Layer, Service};
+use tower_model_fallback::classify::StatusError;
+use tower_model_fallback::policy::AdaptiveCooldown;
+use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest, TokenCost};
+
+/// Answers at once without allocating.
+#[derive(Clone)]
+struct Model;
+
+impl Service<ModelRequest<Arc<str>>> for Model {
+    type Response = usize;
+    type Error = StatusError;
+    type Future = Ready<Result<usize, StatusError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), StatusError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: ModelRequest<Arc<str>>) -> Self::Future {
+        ready(Ok(request.body().len()))
+    }
+}
+
+fn allocations_per_call(models: usize, cost: bool) -> usize {
+    let chain = ModelChain::new((0..models).map(|i| format!("model-{i}"))).unwrap();
+    let mut service = FallbackLayer::new(AdaptiveCooldown::new(chain)).layer(Model);
+    let body: Arc<str> = Arc::from("hello");
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut call = |service: &mut tower_model_fallback::Fallback<Model>| {
+        let mut request = ModelRequest::new(body.clone());
+        if cost {
+            request = request.with_cost(TokenCost::new(100, 200));
+        }
+        assert!(service.poll_ready(&mut cx).is_ready());
+        let future = pin!(service.call(request));
+        match future.poll(&mut cx) {
+            Poll::Ready(Ok(served)) => assert_eq!(served.model(), "model-0"),
+            _ => panic!("the primary answers at once"),
+        }
+    };
+    call(&mut service); // warm-up: lazily initialised statics
+    let counted = allocation_counter::measure(|| {
+        for _ in 0..100 {
+            call(&mut service);
+        }
+    });
+    counted.count_total as usize
+}
+
+#[test]
+fn the_happy_path_allocates_nothing_with_up_to_eight_models() {
+    // The counter sees allocations at all.
+    let boxed = allocation_counter::measure(|| drop(std::hint::black_box(Box::new(7u64))));
+    assert_eq!(boxed.count_total, 1);
+
+    for models in 1..=8 {
+        assert_eq!(allocations_per_call(models, false), 0, "{models} models");
+        assert_eq!(
+            allocations_per_call(models, true),
+            0,
+            "{models} models, with a cost hint"
+        );
+    }
+}

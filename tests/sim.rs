@@ -1,0 +1,85 @@
+//! The simulator: deterministic, and every simulated request resolves exactly once.
+#![cfg(feature = "sim")]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tower_model_fallback::sim::{self, PolicyKind, Scenario, Shape};
+
+fn short(mut scenario: Scenario, minutes: u64, users: usize) -> Scenario {
+    scenario.duration = Duration::from_secs(minutes * 60);
+    scenario.users = users;
+    if let Shape::Burst { at, length, .. } = &mut scenario.shape {
+        *at = Duration::from_secs(minutes * 20);
+        *length = Duration::from_secs(minutes * 20);
+    }
+    scenario
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report() {
+    let scenario = short(Scenario::default_scenario(), 5, 40);
+    for policy in PolicyKind::ALL {
+        let a = sim::run(&scenario, policy, 11).unwrap();
+        let b = sim::run(&scenario, policy, 11).unwrap();
+        assert_eq!(a, b, "{policy:?}");
+        assert_eq!(sim::table(std::slice::from_ref(&a)), sim::table(&[b]));
+        let c = sim::run(&scenario, policy, 12).unwrap();
+        assert_ne!(
+            a.mean_latency_s, c.mean_latency_s,
+            "another seed, another run"
+        );
+    }
+}
+
+#[test]
+fn the_default_scenario_ranks_the_policies_as_documented() {
+    let scenario = Scenario::default_scenario();
+    let [fixed, adaptive, probing] = PolicyKind::ALL.map(|p| sim::run(&scenario, p, 1).unwrap());
+    // The naive global block loses most of the primary and some users; the adaptive policy keeps
+    // most of both; probing keeps more of the primary, answers faster and recovers in seconds.
+    assert!(
+        fixed.primary_usage < 0.5 && fixed.success_rate < 0.99,
+        "{fixed:?}"
+    );
+    assert!(
+        adaptive.primary_usage > 0.75 && adaptive.success_rate > 0.999,
+        "{adaptive:?}"
+    );
+    assert!(probing.primary_usage >= 0.9, "{probing:?}");
+    assert!(probing.success_rate >= adaptive.success_rate);
+    assert!(probing.mean_latency_s < adaptive.mean_latency_s);
+    assert!(probing.p99_latency_s < adaptive.p99_latency_s);
+    assert!(probing.recovery_s.unwrap() < adaptive.recovery_s.unwrap());
+    assert!(
+        fixed.recovery_s.unwrap() > 55.0,
+        "the naive block waits its full minute"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn every_request_resolves_once_and_no_model_is_tried_twice(
+        seed in any::<u64>(),
+        which in 0usize..3,
+        users in 5usize..60,
+        policy in prop::sample::select(PolicyKind::ALL.to_vec()),
+    ) {
+        let scenario = short(Scenario::all().swap_remove(which), 3, users);
+        let (report, outcomes) = sim::run_with_outcomes(&scenario, policy, seed).unwrap();
+        prop_assert_eq!(report.issued, report.requests);
+        prop_assert_eq!(outcomes.len(), report.requests);
+        let attempts: usize = outcomes.iter().map(|o| o.attempts.len()).sum();
+        prop_assert_eq!(attempts, report.upstream_calls, "each attempt reached the model exactly once");
+        for outcome in &outcomes {
+            let models: HashSet<usize> = outcome.attempts.iter().map(|a| a.0).collect();
+            prop_assert_eq!(models.len(), outcome.attempts.len(), "a model tried twice: {:?}", outcome);
+            if let Some(model) = outcome.served_by {
+                prop_assert_eq!(outcome.attempts.last().map(|a| a.0), Some(model));
+            }
+        }
+    }
+}
