@@ -19,7 +19,8 @@ pub enum WhenAllCooling {
     /// Fail at once with [`CoolingDown`](crate::error::CoolingDown), which says when to come back.
     FailFast,
     /// Sleep until the soonest cooldown ends, then try. If the request's deadline comes first, fail at
-    /// once with [`CoolingDown`](crate::error::CoolingDown) instead of sleeping in vain.
+    /// once with [`CoolingDown`](crate::error::CoolingDown) instead of sleeping in vain. The sleep is
+    /// tokio's, so calls must be made inside a tokio runtime with the time driver enabled.
     Wait,
 }
 

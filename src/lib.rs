@@ -41,10 +41,14 @@
 //! ```
 //!
 //! # Features
-//! - `bedrock` (default): [`DefaultClassifier`](classify::DefaultClassifier) understands
-//!   `aws-sdk-bedrockruntime` errors.
+//! - `bedrock` (default): [`bedrock`] services over `aws-sdk-bedrockruntime`, and a
+//!   [`DefaultClassifier`](classify::DefaultClassifier) that understands its errors.
 //! - `serde`: `Serialize` for [`StatsSnapshot`].
-//! - `testing`: [`testing::ScriptedModels`], a scripted mock model service for your tests.
+//! - `testing`: `testing::ScriptedModels`, a scripted mock model service, and `testing::FakeBedrock`, a
+//!   wire-level fake Bedrock server, for your own tests.
+//! - `gateway`: `gateway::Gateway`, a Bedrock-compatible HTTP gateway with fallback.
+//! - `sim`: `sim`, a deterministic simulation of Bedrock throttling that compares policies.
+//! - `grpc`: compiles the tonic example's proto.
 
 #![forbid(unsafe_code)]
 #![warn(

@@ -230,6 +230,7 @@ impl<B> ModelRequest<B> {
     }
 
     /// No attempt starts after `deadline`, and an attempt still running at `deadline` is dropped.
+    /// The deadline is a tokio timer: call inside a tokio runtime with the time driver enabled.
     pub fn with_deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
         self

@@ -126,7 +126,17 @@ async fn model_call(
             response
         }
         Err(error) => {
-            tracing::info!(chain = %model_id, error = %error, "failed");
+            // Error messages can quote the request; log only what kind of failure it was.
+            let (attempts, class) =
+                error
+                    .downcast_ref::<FallbackError>()
+                    .map_or((0, "none"), |e| {
+                        (
+                            e.attempts().len(),
+                            e.last().map_or("none", |a| a.class().as_str()),
+                        )
+                    });
+            tracing::info!(chain = %model_id, attempts, last_class = class, "failed");
             failure_response(error)
         }
     }

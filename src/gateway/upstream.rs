@@ -147,9 +147,19 @@ impl Upstream {
 
     /// The real Bedrock runtime in `region`, signed with SigV4 from `credentials`.
     pub fn bedrock(region: &str, credentials: SharedCredentialsProvider) -> Result<Self, BoxError> {
+        let base = format!("https://bedrock-runtime.{region}.amazonaws.com");
+        Upstream::signed(base, region, credentials)
+    }
+
+    /// A Bedrock-compatible upstream at `base` that wants SigV4 signatures for `region`.
+    pub fn signed(
+        base: impl Into<String>,
+        region: &str,
+        credentials: SharedCredentialsProvider,
+    ) -> Result<Self, BoxError> {
         Ok(Upstream {
             client: Upstream::client()?,
-            base: format!("https://bedrock-runtime.{region}.amazonaws.com"),
+            base: base.into().trim_end_matches('/').to_string(),
             signer: Some(Signer {
                 region: region.to_string(),
                 credentials,
