@@ -110,6 +110,19 @@ fn message(text: &str) -> Message {
         .unwrap()
 }
 
+/// Converse through the gateway; the answer's text.
+async fn ask(client: &Client, chain: &str) -> String {
+    let out = client
+        .converse()
+        .model_id(chain)
+        .messages(message("hi"))
+        .send()
+        .await
+        .unwrap();
+    let content = out.output().unwrap().as_message().unwrap().content();
+    content[0].as_text().unwrap().clone()
+}
+
 async fn http(
     method: &str,
     url: &str,
@@ -153,17 +166,7 @@ async fn converse_and_converse_stream_are_answered_with_fallback_headers() {
     let headers = FallbackHeaders::default();
     let client = sdk(&gw.url, &headers, None);
 
-    let out = client
-        .converse()
-        .model_id("claude")
-        .messages(message("hi"))
-        .send()
-        .await
-        .unwrap();
-    let text = out.output().unwrap().as_message().unwrap().content()[0]
-        .as_text()
-        .unwrap()
-        .clone();
+    let text = ask(&client, "claude").await;
     assert_eq!(text, format!("Hello from {PRIMARY}"));
     assert_eq!(headers.last(), (PRIMARY.to_string(), "1".to_string()));
 
@@ -195,17 +198,7 @@ async fn a_throttled_primary_is_served_by_the_next_model_and_stats_show_it() {
     let headers = FallbackHeaders::default();
     let client = sdk(&gw.url, &headers, None);
 
-    let out = client
-        .converse()
-        .model_id("claude")
-        .messages(message("hi"))
-        .send()
-        .await
-        .unwrap();
-    let text = out.output().unwrap().as_message().unwrap().content()[0]
-        .as_text()
-        .unwrap()
-        .clone();
+    let text = ask(&client, "claude").await;
     assert_eq!(text, format!("Hello from {SECOND}"));
     assert_eq!(headers.last(), (SECOND.to_string(), "2".to_string()));
 
@@ -258,13 +251,7 @@ async fn a_throttled_primary_is_served_by_the_next_model_and_stats_show_it() {
         "available"
     );
 
-    client
-        .converse()
-        .model_id("claude")
-        .messages(message("hi"))
-        .send()
-        .await
-        .unwrap();
+    ask(&client, "claude").await;
     assert_eq!(
         headers.last().0,
         PRIMARY,
@@ -354,13 +341,7 @@ async fn bad_input_gets_bedrock_errors_the_sdk_understands_and_the_gateway_keeps
     assert!(body.contains("Malformed input request"));
 
     // Still serving.
-    client
-        .converse()
-        .model_id("claude")
-        .messages(message("hi"))
-        .send()
-        .await
-        .unwrap();
+    ask(&client, "claude").await;
     assert_eq!(headers.last().0, PRIMARY);
     assert_eq!(
         gw.fake.requests(PRIMARY),
