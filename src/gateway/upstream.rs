@@ -126,6 +126,9 @@ impl fmt::Debug for Upstream {
 /// How much of an upstream error body is read for its message.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
+/// How much of a stream is held back while waiting for its first content event.
+const STREAM_PREFIX_LIMIT: usize = 1024 * 1024;
+
 impl Upstream {
     fn client() -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, BoxError> {
         let https = HttpsConnectorBuilder::new()
@@ -399,6 +402,11 @@ async fn until_content(mut body: Incoming) -> Result<Body, BoxError> {
                 }
                 FrameKind::Other => {}
             }
+        }
+        if buffer.len() > STREAM_PREFIX_LIMIT {
+            let error = StatusError::new(502)
+                .with_message("upstream stream sent no content in its first MiB");
+            return Err(error.into());
         }
         match body.frame().await {
             Some(frame) => {
