@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -130,19 +131,31 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const STREAM_PREFIX_LIMIT: usize = 1024 * 1024;
 
 impl Upstream {
-    fn client() -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, BoxError> {
-        let https = HttpsConnectorBuilder::new()
-            .with_native_roots()?
-            .https_or_http()
-            .enable_http1()
-            .build();
+    /// A pooled HTTP/1 client. `trust_native_roots` loads the system's CA certificates for TLS; an
+    /// upstream reached over plain HTTP (a fake, a sidecar) does without, so it also works on a machine
+    /// with no CA bundle.
+    fn client(
+        trust_native_roots: bool,
+    ) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, BoxError> {
+        let builder = HttpsConnectorBuilder::new();
+        let builder = if trust_native_roots {
+            builder.with_native_roots()?
+        } else {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            builder.with_tls_config(config)
+        };
+        let https = builder.https_or_http().enable_http1().build();
         Ok(Client::builder(TokioExecutor::new()).build(https))
     }
 
     /// An unsigned upstream at `base` (`http://127.0.0.1:PORT`), such as a fake Bedrock.
     pub fn unsigned(base: impl Into<String>) -> Result<Self, BoxError> {
         Ok(Upstream {
-            client: Upstream::client()?,
+            client: Upstream::client(false)?,
             base: base.into().trim_end_matches('/').to_string(),
             signer: None,
         })
@@ -161,7 +174,7 @@ impl Upstream {
         credentials: SharedCredentialsProvider,
     ) -> Result<Self, BoxError> {
         Ok(Upstream {
-            client: Upstream::client()?,
+            client: Upstream::client(true)?,
             base: base.into().trim_end_matches('/').to_string(),
             signer: Some(Signer {
                 region: region.to_string(),
