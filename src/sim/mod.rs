@@ -1,6 +1,6 @@
 //! A deterministic simulation of Bedrock throttling (feature `sim`).
 //!
-//! It runs the real [`Fallback`](crate::Fallback) layer and the real policies against simulated
+//! It runs the real [`Fallback`] layer and the real policies against simulated
 //! models on tokio's paused clock, on one thread, with seeded randomness: the same scenario, policy
 //! and seed give the same [`Report`] byte for byte, and half an hour of traffic takes seconds.
 //!

@@ -2,7 +2,7 @@
 //!
 //! [`ScriptedModels`] answers each model's calls from a script of [`Step`]s: answer, throttle, fail
 //! with a Bedrock error code, each after an optional latency. Its errors are
-//! [`StatusError`]s that the [`DefaultClassifier`](crate::classify::DefaultClassifier) classifies
+//! [`StatusError`](crate::classify::StatusError)s that the [`DefaultClassifier`](crate::classify::DefaultClassifier) classifies
 //! exactly like the Bedrock errors they stand for. Latency uses tokio's clock, so tests can pause and
 //! advance time.
 //!
