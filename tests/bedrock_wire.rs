@@ -26,7 +26,7 @@ use tower_model_fallback::bedrock::{
 use tower_model_fallback::classify::{Classify, DefaultClassifier, ErrorClass};
 use tower_model_fallback::policy::AdaptiveCooldown;
 use tower_model_fallback::testing::{FakeBedrock, FakeOperation, Quota, Step};
-use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest};
+use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest, Served};
 
 fn message(text: &str) -> Message {
     Message::builder()
@@ -43,6 +43,14 @@ fn converse_input(text: &str) -> Arc<ConverseInputBuilder> {
 fn answer_text(output: &ConverseOutput) -> String {
     let message = output.output().unwrap().as_message().unwrap();
     message.content()[0].as_text().unwrap().clone()
+}
+
+/// One Converse call through `layer` over the real SDK client pointed at `fake`.
+async fn converse_through(layer: &FallbackLayer, fake: &FakeBedrock) -> Served<ConverseOutput> {
+    let svc = layer.layer(ConverseService::new(fake.client()));
+    svc.oneshot(ModelRequest::new(converse_input("hi")))
+        .await
+        .unwrap()
 }
 
 fn layer() -> FallbackLayer {
@@ -118,11 +126,7 @@ async fn a_throttled_primary_is_answered_by_the_next_model_in_one_call() {
         .await
         .unwrap();
     let layer = layer();
-    let svc = layer.layer(ConverseService::new(fake.client()));
-    let served = svc
-        .oneshot(ModelRequest::new(converse_input("hi")))
-        .await
-        .unwrap();
+    let served = converse_through(&layer, &fake).await;
     assert_eq!(served.model(), "B");
     assert_eq!(answer_text(served.response()), "Hello from B");
     assert!(served.failed_attempts()[0].class().is_throttled());
@@ -332,11 +336,7 @@ async fn a_retry_after_header_lengthens_the_cooldown() {
         .await
         .unwrap();
     let layer = layer();
-    let svc = layer.layer(ConverseService::new(fake.client()));
-    let served = svc
-        .oneshot(ModelRequest::new(converse_input("hi")))
-        .await
-        .unwrap();
+    let served = converse_through(&layer, &fake).await;
     assert_eq!(
         served.failed_attempts()[0].class(),
         ErrorClass::Throttled {
