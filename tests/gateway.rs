@@ -181,10 +181,10 @@ async fn converse_and_converse_stream_are_answered_with_fallback_headers() {
     let mut stream = out.stream;
     let mut streamed = String::new();
     while let Some(event) = stream.recv().await.unwrap() {
-        if let ConverseStreamOutput::ContentBlockDelta(delta) = event {
-            if let Some(ContentBlockDelta::Text(t)) = delta.delta() {
-                streamed.push_str(t);
-            }
+        if let ConverseStreamOutput::ContentBlockDelta(delta) = event
+            && let Some(ContentBlockDelta::Text(t)) = delta.delta()
+        {
+            streamed.push_str(t);
         }
     }
     assert_eq!(streamed, format!("Hello from {PRIMARY}"));

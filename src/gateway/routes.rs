@@ -62,10 +62,10 @@ async fn model_call(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    if let Some(key) = &state.api_key {
-        if !bearer_is(&headers, key) {
-            return bedrock_error(403, "AccessDeniedException", "Missing or invalid API key.");
-        }
+    if let Some(key) = &state.api_key
+        && !bearer_is(&headers, key)
+    {
+        return bedrock_error(403, "AccessDeniedException", "Missing or invalid API key.");
     }
     let Some(operation) = Operation::from_path(&operation) else {
         return bedrock_error(404, "UnknownOperationException", "Unknown operation.");

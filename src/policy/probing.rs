@@ -122,10 +122,10 @@ impl CooldownPolicy for ProbingCooldown {
 
     fn on_success(&self, attempt: &AttemptInfo) {
         self.inner.on_success(attempt);
-        if self.inner.cooldown_remaining(attempt.model).is_none() {
-            if let Some(probe) = self.probes.get(attempt.model) {
-                probe.next.store(0, Ordering::Release);
-            }
+        if self.inner.cooldown_remaining(attempt.model).is_none()
+            && let Some(probe) = self.probes.get(attempt.model)
+        {
+            probe.next.store(0, Ordering::Release);
         }
     }
 
