@@ -476,3 +476,53 @@ async fn requests_to_a_signed_upstream_carry_a_sigv4_signature() {
     );
     assert!(headers.contains_key("x-amz-date"));
 }
+
+#[tokio::test]
+async fn invoke_model_and_its_stream_pass_through_with_fallback() {
+    use aws_sdk_bedrockruntime::primitives::Blob;
+    use aws_sdk_bedrockruntime::types::ResponseStream;
+
+    let gw = start(config()).await;
+    gw.fake.script(
+        PRIMARY,
+        [
+            Step::error("ServiceUnavailableException"),
+            Step::throttle_in_stream(),
+        ],
+    );
+    let headers = FallbackHeaders::default();
+    let client = sdk(&gw.url, &headers, None);
+
+    let out = client
+        .invoke_model()
+        .model_id("claude")
+        .content_type("application/json")
+        .body(Blob::new(r#"{"prompt":"hi"}"#))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(out.body().as_ref()).unwrap();
+    assert_eq!(body["outputText"], format!("Hello from {SECOND}"));
+    assert_eq!(out.content_type(), "application/json");
+    assert_eq!(headers.last(), (SECOND.to_string(), "2".to_string()));
+
+    // The primary is not cooling (a 503 is no throttle): its stream throttles before any chunk.
+    let out = client
+        .invoke_model_with_response_stream()
+        .model_id("claude")
+        .body(Blob::new("{}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(headers.last().0, SECOND);
+    let mut stream = out.body;
+    let mut chunks = Vec::new();
+    while let Some(event) = stream.recv().await.unwrap() {
+        if let ResponseStream::Chunk(part) = event {
+            let json: Value = serde_json::from_slice(part.bytes().unwrap().as_ref()).unwrap();
+            chunks.push(json["outputText"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(chunks, [format!("Hello from {SECOND}")]);
+    gw.stop().await;
+}
