@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::classify::StatusError;
+use crate::request::TokenCost;
 
 /// The `{"message": ...}` error response Bedrock sends, with `x-amzn-errortype` and any retry-after.
 pub(crate) fn error_response(error: &StatusError) -> Response<Body> {
@@ -150,4 +151,38 @@ impl Frames {
         let body = Bytes::from(std::mem::take(&mut self.buffer));
         bytes_response(200, "application/vnd.amazon.eventstream", body)
     }
+}
+
+/// The tokens a request will use: its text at about four characters a token (a body that is not a
+/// JSON object counts whole), plus the output budget it asks for (`maxTokens` or `max_tokens`; 512 when
+/// it names none).
+pub(crate) fn estimate_cost(request: Option<&Value>, body_len: usize) -> TokenCost {
+    fn text_len(value: &Value) -> usize {
+        match value {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(text_len).sum(),
+            Value::Object(map) => map
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "inferenceConfig" | "role"))
+                .map(|(_, v)| text_len(v))
+                .sum(),
+            _ => 0,
+        }
+    }
+    let chars = match request {
+        Some(json) if json.is_object() => text_len(json),
+        _ => body_len,
+    };
+    let output = request
+        .and_then(|json| {
+            json.pointer("/inferenceConfig/maxTokens")
+                .or_else(|| json.get("max_tokens"))
+                .or_else(|| json.get("maxTokens"))
+        })
+        .and_then(Value::as_u64)
+        .unwrap_or(512);
+    TokenCost::new(
+        u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX).max(1),
+        u32::try_from(output).unwrap_or(u32::MAX),
+    )
 }

@@ -14,8 +14,8 @@ use super::upstream::{Operation, UpstreamRequest};
 use super::{AppState, metrics};
 use crate::classify::StatusError;
 use crate::error::{CoolingDown, DeadlineExceeded, FallbackError, UnknownModel};
-use crate::request::{ModelRequest, TokenCost};
-use crate::wire::{error_response, json_response};
+use crate::request::ModelRequest;
+use crate::wire::{error_response, estimate_cost, json_response};
 
 pub(super) fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -87,28 +87,23 @@ async fn model_call(
             ),
         );
     };
-    let mut cost = None;
-    if operation.is_converse() {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(json) if json.is_object() => cost = Some(estimate_cost(&json)),
-            _ => {
-                return bedrock_error(
-                    400,
-                    "ValidationException",
-                    "Malformed input request, please reformat your input and try again.",
-                );
-            }
-        }
+    // Converse bodies are Bedrock's own JSON; InvokeModel bodies belong to the model.
+    let json = serde_json::from_slice::<Value>(&body).ok();
+    if operation.is_converse() && !json.as_ref().is_some_and(Value::is_object) {
+        return bedrock_error(
+            400,
+            "ValidationException",
+            "Malformed input request, please reformat your input and try again.",
+        );
     }
-    let mut request = ModelRequest::new(UpstreamRequest {
+    let cost = estimate_cost(json.as_ref(), body.len());
+    let request = ModelRequest::new(UpstreamRequest {
         operation,
         body,
         content_type: headers.get(header::CONTENT_TYPE).cloned(),
         accept: headers.get(header::ACCEPT).cloned(),
-    });
-    if let Some(cost) = cost {
-        request = request.with_cost(cost);
-    }
+    })
+    .with_cost(cost);
     match chain.service.clone().oneshot(request).await {
         Ok(served) => {
             let attempts = served.attempts();
@@ -176,32 +171,6 @@ fn failure_response(error: BoxError) -> Response<Body> {
         .headers_mut()
         .insert("x-fallback-attempts", HeaderValue::from(attempts));
     response
-}
-
-/// Input tokens at about four characters each, plus the requested output budget.
-fn estimate_cost(request: &Value) -> TokenCost {
-    fn text_len(value: &Value) -> usize {
-        match value {
-            Value::String(s) => s.len(),
-            Value::Array(items) => items.iter().map(text_len).sum(),
-            Value::Object(map) => map.values().map(text_len).sum(),
-            _ => 0,
-        }
-    }
-    let input = ["messages", "system"]
-        .iter()
-        .filter_map(|k| request.get(*k))
-        .map(text_len)
-        .sum::<usize>()
-        .div_ceil(4);
-    let output = request
-        .pointer("/inferenceConfig/maxTokens")
-        .and_then(Value::as_u64)
-        .unwrap_or(512);
-    TokenCost::new(
-        u32::try_from(input).unwrap_or(u32::MAX),
-        u32::try_from(output).unwrap_or(u32::MAX),
-    )
 }
 
 async fn model_stats(State(state): State<Arc<AppState>>) -> Response<Body> {

@@ -332,11 +332,11 @@ async fn handle(
             .with_message("Malformed input request, please reformat your input and try again.");
         return wire::error_response(&error);
     };
+    let cost = wire::estimate_cost(Some(&request), body.len());
     let usage = Usage {
-        input: input_tokens(&request, body.len()),
+        input: cost.input,
         output: 0,
     };
-    let max_output = max_output_tokens(&request);
     let step = {
         let mut models = models.lock();
         let state = models.entry(model.clone()).or_default();
@@ -344,7 +344,7 @@ async fn handle(
         match state.script.pop_front() {
             Some(step) => step,
             None => {
-                let tokens = usage.input + max_output;
+                let tokens = u32::try_from(cost.total()).unwrap_or(u32::MAX);
                 if state.quota.as_mut().is_some_and(|q| !q.try_take(tokens)) {
                     state.throttled += 1;
                     Step::throttle()
@@ -392,36 +392,4 @@ fn ok_response(op: FakeOperation, text: &str, usage: Usage) -> Response<Body> {
             .chunk(&json!({ "outputText": text }))
             .response(),
     }
-}
-
-/// About four characters a token, as Bedrock's tokenizers roughly count English text.
-fn input_tokens(request: &Value, body_len: usize) -> u32 {
-    fn text_len(value: &Value) -> usize {
-        match value {
-            Value::String(s) => s.len(),
-            Value::Array(items) => items.iter().map(text_len).sum(),
-            Value::Object(map) => map
-                .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "inferenceConfig" | "role"))
-                .map(|(_, v)| text_len(v))
-                .sum(),
-            _ => 0,
-        }
-    }
-    let chars = if request.is_object() {
-        text_len(request)
-    } else {
-        body_len
-    };
-    u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX).max(1)
-}
-
-/// The output budget a request asks for (`maxTokens` or `max_tokens`), 512 when it names none.
-fn max_output_tokens(request: &Value) -> u32 {
-    let named = request
-        .pointer("/inferenceConfig/maxTokens")
-        .or_else(|| request.get("max_tokens"))
-        .or_else(|| request.get("maxTokens"))
-        .and_then(Value::as_u64);
-    named.map_or(512, |n| u32::try_from(n).unwrap_or(u32::MAX))
 }
