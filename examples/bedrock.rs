@@ -21,7 +21,9 @@ use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, InferenceConfiguration, Message,
 };
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
-use tower_model_fallback::bedrock::{ConverseService, endpoint_config, recommended_config};
+use tower_model_fallback::bedrock::{
+    ConverseService, converse_text, endpoint_config, recommended_config,
+};
 use tower_model_fallback::policy::AdaptiveCooldown;
 use tower_model_fallback::testing::{FakeBedrock, Step};
 use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest};
@@ -88,12 +90,6 @@ async fn main() -> Result<(), BoxError> {
         println!("attempt failed: {failed}");
     }
     println!("answered by {}:", served.model());
-    if let Some(message) = served.response().output().and_then(|o| o.as_message().ok()) {
-        for block in message.content() {
-            if let Ok(text) = block.as_text() {
-                println!("{text}");
-            }
-        }
-    }
+    println!("{}", converse_text(served.response()));
     Ok(())
 }

@@ -22,7 +22,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
 use tower::{BoxError, Layer, ServiceExt};
-use tower_model_fallback::bedrock::{ConverseService, ConverseStreamService};
+use tower_model_fallback::bedrock::{ConverseService, ConverseStreamService, converse_text};
 use tower_model_fallback::policy::AdaptiveCooldown;
 use tower_model_fallback::testing::{FakeBedrock, Step};
 use tower_model_fallback::{Fallback, FallbackLayer, ModelChain, ModelRequest};
@@ -88,14 +88,7 @@ impl Generator for Service {
             .oneshot(ModelRequest::new(Arc::new(input)))
             .await
             .map_err(unavailable)?;
-        let text = served
-            .response()
-            .output()
-            .and_then(|o| o.as_message().ok())
-            .and_then(|m| m.content().first())
-            .and_then(|c| c.as_text().ok())
-            .cloned()
-            .unwrap_or_default();
+        let text = converse_text(served.response());
         Ok(Response::new(GenerateReply {
             text,
             model: served.model().to_string(),

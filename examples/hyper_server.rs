@@ -21,7 +21,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tower::{BoxError, Layer, ServiceExt};
-use tower_model_fallback::bedrock::ConverseService;
+use tower_model_fallback::bedrock::{ConverseService, converse_text};
 use tower_model_fallback::policy::AdaptiveCooldown;
 use tower_model_fallback::testing::{FakeBedrock, Step};
 use tower_model_fallback::{Fallback, FallbackLayer, ModelChain, ModelRequest};
@@ -59,14 +59,7 @@ async fn generate(models: Models, request: Request<Incoming>) -> Response<Full<B
     let input = ConverseInputBuilder::default().messages(message);
     match models.oneshot(ModelRequest::new(Arc::new(input))).await {
         Ok(served) => {
-            let answer = served
-                .response()
-                .output()
-                .and_then(|o| o.as_message().ok())
-                .and_then(|m| m.content().first())
-                .and_then(|c| c.as_text().ok())
-                .cloned()
-                .unwrap_or_default();
+            let answer = converse_text(served.response());
             let mut response = text(StatusCode::OK, format!("{answer}\n"));
             if let Ok(model) = served.model().as_str().parse() {
                 response.headers_mut().insert("x-fallback-model", model);

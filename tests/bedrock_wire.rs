@@ -21,7 +21,7 @@ use aws_sdk_bedrockruntime::{Client, error::SdkError};
 use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_model_fallback::bedrock::{
     ConverseService, ConverseStreamService, EventStream, InvokeModelService,
-    InvokeModelStreamService, endpoint_config,
+    InvokeModelStreamService, converse_text, endpoint_config,
 };
 use tower_model_fallback::classify::{Classify, DefaultClassifier, ErrorClass};
 use tower_model_fallback::policy::AdaptiveCooldown;
@@ -38,11 +38,6 @@ fn message(text: &str) -> Message {
 
 fn converse_input(text: &str) -> Arc<ConverseInputBuilder> {
     Arc::new(ConverseInputBuilder::default().messages(message(text)))
-}
-
-fn answer_text(output: &ConverseOutput) -> String {
-    let message = output.output().unwrap().as_message().unwrap();
-    message.content()[0].as_text().unwrap().clone()
 }
 
 /// One Converse call through `layer` over the real SDK client pointed at `fake`.
@@ -128,7 +123,7 @@ async fn a_throttled_primary_is_answered_by_the_next_model_in_one_call() {
     let layer = layer();
     let served = converse_through(&layer, &fake).await;
     assert_eq!(served.model(), "B");
-    assert_eq!(answer_text(served.response()), "Hello from B");
+    assert_eq!(converse_text(served.response()), "Hello from B");
     assert!(served.failed_attempts()[0].class().is_throttled());
     assert_eq!(
         served.failed_attempts()[0].cooldown(),

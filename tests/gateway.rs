@@ -5,12 +5,14 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::{ConfigBag, Intercept, RuntimeComponents, Token};
-use aws_sdk_bedrockruntime::error::{BoxError, ProvideErrorMetadata};
+use aws_sdk_bedrockruntime::error::{BoxError, ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseOutput};
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput, Message,
 };
 use aws_smithy_runtime_api::client::auth::AuthSchemeId;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
@@ -18,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tower_model_fallback::bedrock::endpoint_config;
+use tower_model_fallback::bedrock::{converse_text, endpoint_config};
 use tower_model_fallback::gateway::{Gateway, GatewayConfig};
 use tower_model_fallback::testing::{FakeBedrock, Gate, Step};
 
@@ -110,17 +112,23 @@ fn message(text: &str) -> Message {
         .unwrap()
 }
 
-/// Converse through the gateway; the answer's text.
-async fn ask(client: &Client, chain: &str) -> String {
-    let out = client
+/// One Converse call through the gateway, naming `chain`.
+async fn converse(
+    client: &Client,
+    chain: &str,
+    text: &str,
+) -> Result<ConverseOutput, SdkError<ConverseError, HttpResponse>> {
+    client
         .converse()
         .model_id(chain)
-        .messages(message("hi"))
+        .messages(message(text))
         .send()
         .await
-        .unwrap();
-    let content = out.output().unwrap().as_message().unwrap().content();
-    content[0].as_text().unwrap().clone()
+}
+
+/// Converse through the gateway; the answer's text.
+async fn ask(client: &Client, chain: &str) -> String {
+    converse_text(&converse(client, chain, "hi").await.unwrap())
 }
 
 async fn http(
@@ -280,46 +288,28 @@ async fn bad_input_gets_bedrock_errors_the_sdk_understands_and_the_gateway_keeps
     let headers = FallbackHeaders::default();
 
     // No key (SigV4 only) and a wrong key: AccessDeniedException.
-    let err = sdk(&gw.url, &headers, None)
-        .converse()
-        .model_id("claude")
-        .messages(message("hi"))
-        .send()
+    let err = converse(&sdk(&gw.url, &headers, None), "claude", "hi")
         .await
         .unwrap_err();
     assert!(
         err.as_service_error().unwrap().is_access_denied_exception(),
         "{err:?}"
     );
-    let err = sdk(&gw.url, &headers, Some("nope"))
-        .converse()
-        .model_id("claude")
-        .messages(message("hi"))
-        .send()
+    let err = converse(&sdk(&gw.url, &headers, Some("nope")), "claude", "hi")
         .await
         .unwrap_err();
     assert!(err.as_service_error().unwrap().is_access_denied_exception());
 
     let client = sdk(&gw.url, &headers, Some("user-key"));
     // Unknown model: ResourceNotFoundException.
-    let err = client
-        .converse()
-        .model_id("no-such-model")
-        .messages(message("hi"))
-        .send()
-        .await
-        .unwrap_err();
+    let err = converse(&client, "no-such-model", "hi").await.unwrap_err();
     assert!(
         err.as_service_error()
             .unwrap()
             .is_resource_not_found_exception()
     );
     // Oversized body: ValidationException.
-    let err = client
-        .converse()
-        .model_id("claude")
-        .messages(message(&"x".repeat(10_000)))
-        .send()
+    let err = converse(&client, "claude", &"x".repeat(10_000))
         .await
         .unwrap_err();
     let service = err.as_service_error().unwrap();
@@ -358,14 +348,7 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     gw.fake.script(PRIMARY, [Step::ok().held_by(&gate)]);
     let headers = FallbackHeaders::default();
     let client = sdk(&gw.url, &headers, None);
-    let in_flight = tokio::spawn(async move {
-        client
-            .converse()
-            .model_id("claude")
-            .messages(message("hi"))
-            .send()
-            .await
-    });
+    let in_flight = tokio::spawn(async move { converse(&client, "claude", "hi").await });
     gate.arrived().await;
 
     let Running {
@@ -386,12 +369,7 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     served.await.unwrap().unwrap();
 
     // New connections are refused once it stopped.
-    let refused = sdk(&url, &headers, None)
-        .converse()
-        .model_id("claude")
-        .messages(message("hi"))
-        .send()
-        .await;
+    let refused = converse(&sdk(&url, &headers, None), "claude", "hi").await;
     assert!(refused.is_err());
 }
 

@@ -43,9 +43,11 @@ use std::pin::Pin;
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::{self, BehaviorVersion, Credentials, Region};
 
+mod answer;
 mod operation;
 mod stream;
 
+pub use answer::converse_text;
 pub use operation::{
     BedrockService, Converse, ConverseService, ConverseStream, ConverseStreamService, InvokeModel,
     InvokeModelService, InvokeModelStream, InvokeModelStreamService, Operation,
