@@ -297,9 +297,8 @@ impl<B: Clone> Plan<B> {
         let picked = match self.request.route() {
             Route::Chain => pick(policy, cost, self.tried, 0..chain.len()),
             Route::Order(models) => {
-                if models.is_empty() || models.iter().any(|m| chain.index_of(m.as_str()).is_none())
-                {
-                    let unknown = models.iter().find(|m| chain.index_of(m.as_str()).is_none());
+                let unknown = models.iter().find(|m| chain.index_of(m.as_str()).is_none());
+                if models.is_empty() || unknown.is_some() {
                     return Step::Finish(self.finish(UnknownModel::new(unknown.cloned()).into()));
                 }
                 let order = models.iter().filter_map(|m| chain.index_of(m.as_str()));

@@ -171,44 +171,34 @@ async fn user_loop(
             .clone()
             .oneshot(ModelRequest::new(size).with_cost(size))
             .await;
-        let (served_by, trail) = match &result {
-            Ok(served) => {
-                let mut trail: Vec<(usize, bool)> = served
-                    .failed_attempts()
-                    .iter()
-                    .map(|a| {
-                        (
-                            index_of(&scenario, a.model().as_str()),
-                            a.class().is_throttled(),
-                        )
-                    })
-                    .collect();
-                let model = index_of(&scenario, served.model().as_str());
-                trail.push((model, false));
-                (Some(model), trail)
-            }
-            Err(error) => {
-                let attempts = error
-                    .downcast_ref::<FallbackError>()
-                    .map(FallbackError::attempts)
-                    .or_else(|| {
-                        error
-                            .downcast_ref::<DeadlineExceeded>()
-                            .map(DeadlineExceeded::attempts)
-                    })
-                    .unwrap_or_default();
-                let trail = attempts
-                    .iter()
-                    .map(|a| {
-                        (
-                            index_of(&scenario, a.model().as_str()),
-                            a.class().is_throttled(),
-                        )
-                    })
-                    .collect();
-                (None, trail)
-            }
+        let failed = match &result {
+            Ok(served) => served.failed_attempts(),
+            Err(error) => error
+                .downcast_ref::<FallbackError>()
+                .map(FallbackError::attempts)
+                .or_else(|| {
+                    error
+                        .downcast_ref::<DeadlineExceeded>()
+                        .map(DeadlineExceeded::attempts)
+                })
+                .unwrap_or_default(),
         };
+        let mut trail: Vec<(usize, bool)> = failed
+            .iter()
+            .map(|a| {
+                (
+                    index_of(&scenario, a.model().as_str()),
+                    a.class().is_throttled(),
+                )
+            })
+            .collect();
+        let served_by = result
+            .as_ref()
+            .ok()
+            .map(|s| index_of(&scenario, s.model().as_str()));
+        if let Some(model) = served_by {
+            trail.push((model, false));
+        }
         let outcome = Outcome {
             start: started.duration_since(origin),
             latency: started.elapsed(),
