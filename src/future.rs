@@ -62,6 +62,7 @@ where
     B: Clone,
 {
     /// Starts the first attempt right away on `service`, which the caller polled ready.
+    #[inline]
     pub(crate) fn new(mut service: S, request: ModelRequest<B>, shared: Arc<Shared>) -> Self {
         let span = tracing::debug_span!("model_fallback", request_id = %request.id());
         let guard = span.enter();
@@ -69,7 +70,11 @@ where
             .deadline()
             .map(|deadline| Box::pin(sleep_until(deadline)));
         let mut plan = Plan::new(shared, request);
-        let (state, ready) = match plan.next_step() {
+        let step = match plan.first_pick() {
+            Some(model) => Step::Attempt(model),
+            None => plan.next_step(),
+        };
+        let (state, ready) = match step {
             Step::Attempt(model) => {
                 let future = plan.start(model, &mut service);
                 (State::Calling { future }, false)
@@ -280,6 +285,25 @@ impl<B: Clone> Plan<B> {
         }
     }
 
+    /// The common case, decided without the general checks: a request on the default route without a
+    /// deadline, and a model of the chain that is not cooling. `None` sends the request the long way.
+    #[inline]
+    fn first_pick(&self) -> Option<usize> {
+        if !matches!(self.request.route(), Route::Chain) || self.request.deadline().is_some() {
+            return None;
+        }
+        match pick(
+            &*self.shared.policy,
+            self.request.cost(),
+            0,
+            0..self.shared.chain.len(),
+        ) {
+            Pick::Available(model) => Some(model),
+            _ => None,
+        }
+    }
+
+    #[inline(never)]
     fn next_step(&mut self) -> Step {
         if self
             .request
@@ -347,6 +371,7 @@ impl<B: Clone> Plan<B> {
         }
     }
 
+    #[inline]
     fn start<S>(&mut self, model: usize, service: &mut S) -> S::Future
     where
         S: Service<ModelRequest<B>>,
@@ -387,6 +412,7 @@ impl<B: Clone> Plan<B> {
     }
 
     /// Records a failed attempt; returns the request's error if it must not fall back.
+    #[inline(never)]
     fn failed(&mut self, error: BoxError) -> Option<BoxError> {
         let attempt = self.take_attempt()?;
         let policy = &*self.shared.policy;
