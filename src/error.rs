@@ -50,6 +50,8 @@ pub enum ConfigError {
     ZeroMaxAttempts,
     /// A probe interval is zero, or the maximum is below the first interval.
     InvalidProbeInterval,
+    /// A share decrease factor is not at least 0 and below 1.
+    InvalidDecrease,
 }
 
 impl fmt::Display for ConfigError {
@@ -81,6 +83,9 @@ impl fmt::Display for ConfigError {
             ConfigError::InvalidProbeInterval => f.write_str(
                 "probe interval must be longer than zero and not longer than the maximum probe interval",
             ),
+            ConfigError::InvalidDecrease => {
+                f.write_str("share decrease must be at least 0 and below 1")
+            }
         }
     }
 }

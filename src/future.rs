@@ -71,7 +71,8 @@ where
             .map(|deadline| Box::pin(sleep_until(deadline)));
         let mut plan = Plan::new(shared, request);
         let step = match plan.first_pick() {
-            Some(model) => Step::Attempt(model),
+            Some(Pick::Available(model)) => Step::Attempt(model),
+            Some(picked) => plan.step_for(picked),
             None => plan.next_step(),
         };
         let (state, ready) = match step {
@@ -285,22 +286,15 @@ impl<B: Clone> Plan<B> {
         }
     }
 
-    /// The common case, decided without the general checks: a request on the default route without a
-    /// deadline, and a model of the chain that is not cooling. `None` sends the request the long way.
+    /// The common case, decided without the general checks: the first pick of a request on the default
+    /// route without a deadline. `None` sends the request the long way.
     #[inline]
-    fn first_pick(&self) -> Option<usize> {
+    fn first_pick(&self) -> Option<Pick> {
         if !matches!(self.request.route(), Route::Chain) || self.request.deadline().is_some() {
             return None;
         }
-        match pick(
-            &*self.shared.policy,
-            self.request.cost(),
-            0,
-            0..self.shared.chain.len(),
-        ) {
-            Pick::Available(model) => Some(model),
-            _ => None,
-        }
+        let chain = 0..self.shared.chain.len();
+        Some(pick(&*self.shared.policy, self.request.cost(), 0, chain))
     }
 
     #[inline(never)]
@@ -338,6 +332,12 @@ impl<B: Clone> Plan<B> {
                 }
             },
         };
+        self.step_for(picked)
+    }
+
+    /// What to do with the model `pick` chose (hints have side effects, so a pick is never redone).
+    #[inline(never)]
+    fn step_for(&mut self, picked: Pick) -> Step {
         match picked {
             Pick::Available(model) => Step::Attempt(model),
             Pick::Exhausted => Step::Finish(self.exhausted()),

@@ -30,10 +30,12 @@ mod adaptive;
 mod cell;
 mod fixed;
 mod probing;
+mod ramping;
 
 pub use adaptive::{AdaptiveCooldown, AdaptiveCooldownBuilder, Tier};
 pub use fixed::FixedCooldown;
 pub use probing::ProbingCooldown;
+pub use ramping::RampingCooldown;
 
 /// Whether new requests should try a model now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,7 +26,9 @@ use tower::ServiceExt;
 use crate::chain::ModelChain;
 use crate::error::{DeadlineExceeded, FallbackError};
 use crate::layer::{FallbackLayer, WhenAllCooling};
-use crate::policy::{AdaptiveCooldown, CooldownPolicy, FixedCooldown, ProbingCooldown};
+use crate::policy::{
+    AdaptiveCooldown, CooldownPolicy, FixedCooldown, ProbingCooldown, RampingCooldown,
+};
 use crate::request::ModelRequest;
 use crate::service::Fallback;
 
@@ -50,11 +52,18 @@ pub enum PolicyKind {
     Adaptive,
     /// [`ProbingCooldown`]: adaptive plus single probes.
     Probing,
+    /// [`RampingCooldown`]: adaptive cooldowns as a share of traffic that ramps back.
+    Ramping,
 }
 
 impl PolicyKind {
     /// Every policy, in table order.
-    pub const ALL: [PolicyKind; 3] = [PolicyKind::Fixed, PolicyKind::Adaptive, PolicyKind::Probing];
+    pub const ALL: [PolicyKind; 4] = [
+        PolicyKind::Fixed,
+        PolicyKind::Adaptive,
+        PolicyKind::Probing,
+        PolicyKind::Ramping,
+    ];
 
     /// The policy's name in tables.
     pub fn name(self) -> &'static str {
@@ -62,13 +71,16 @@ impl PolicyKind {
             PolicyKind::Fixed => "fixed",
             PolicyKind::Adaptive => "adaptive",
             PolicyKind::Probing => "probing",
+            PolicyKind::Ramping => "ramping",
         }
     }
 
     fn when_all_cooling(self) -> WhenAllCooling {
         match self {
             PolicyKind::Fixed => WhenAllCooling::FailFast,
-            PolicyKind::Adaptive | PolicyKind::Probing => WhenAllCooling::TryAnyway,
+            PolicyKind::Adaptive | PolicyKind::Probing | PolicyKind::Ramping => {
+                WhenAllCooling::TryAnyway
+            }
         }
     }
 
@@ -77,6 +89,7 @@ impl PolicyKind {
             PolicyKind::Fixed => Arc::new(FixedCooldown::new(chain)),
             PolicyKind::Adaptive => Arc::new(AdaptiveCooldown::new(chain)),
             PolicyKind::Probing => Arc::new(ProbingCooldown::new(chain)),
+            PolicyKind::Ramping => Arc::new(RampingCooldown::new(chain)),
         }
     }
 }
