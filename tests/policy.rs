@@ -326,3 +326,84 @@ fn probing_rejects_invalid_intervals() {
         ProbingCooldown::with_probes(AdaptiveCooldown::new(chain()), secs(4), secs(2)).unwrap_err();
     assert_eq!(err, ConfigError::InvalidProbeInterval);
 }
+
+#[tokio::test(start_paused = true)]
+async fn ramping_halves_the_share_and_climbs_back_over_the_cooldown() {
+    use tower_model_fallback::policy::RampingCooldown;
+    let policy = RampingCooldown::new(chain());
+    assert_eq!(policy.share(A), 1.0);
+    assert_eq!(
+        throttle(&policy, A),
+        secs(10),
+        "the adaptive tier sets the ramp's length"
+    );
+    assert_eq!(policy.share(A), 0.5);
+
+    // Half the new requests, evenly spread: the first is refused (the bucket was just found empty).
+    let admitted: Vec<bool> = (0..6)
+        .map(|_| policy.hint(A, None).is_available())
+        .collect();
+    assert_eq!(admitted, [false, true, false, true, false, true]);
+    assert!(matches!(policy.hint(A, None), Hint::Cooling { remaining } if remaining == secs(10)));
+
+    // A straight line back to the whole traffic.
+    advance(secs(5)).await;
+    assert_eq!(policy.share(A), 0.75);
+    let admitted = (0..100)
+        .filter(|_| policy.hint(A, None).is_available())
+        .count();
+    assert_eq!(admitted, 75);
+    advance(secs(5)).await;
+    assert_eq!(policy.share(A), 1.0);
+    assert_eq!(policy.cooldown_remaining(A), None);
+    assert!((0..10).all(|_| policy.hint(A, None).is_available()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ramping_counts_a_burst_of_throttles_from_one_moment_once() {
+    use tower_model_fallback::policy::RampingCooldown;
+    let policy = RampingCooldown::new(chain());
+    // Three attempts were running when the bucket ran dry; all three are throttled.
+    let running: Vec<AttemptInfo> = (0..3).map(|_| begin(&policy, A)).collect();
+    for attempt in &running {
+        policy.on_throttle(attempt, None);
+    }
+    assert_eq!(policy.share(A), 0.5, "one decrease, not three");
+    assert_eq!(
+        policy.cooldown_remaining(A),
+        Some(secs(10)),
+        "one throttle in the tiers"
+    );
+
+    // An attempt admitted at the lowered share and throttled again is fresh evidence.
+    advance(secs(2)).await;
+    let share = policy.share(A);
+    assert_eq!(
+        throttle(&policy, A),
+        secs(30),
+        "a second throttle in the window"
+    );
+    assert!((policy.share(A) - share / 2.0).abs() < 1e-5, "halved again");
+
+    // A success does not cut the ramp short; a reset does.
+    let attempt = begin(&policy, A);
+    policy.on_success(&attempt);
+    assert!(policy.share(A) < 1.0);
+    policy.reset_cooldowns();
+    assert_eq!(policy.share(A), 1.0);
+    assert_eq!(policy.hint(A, None), Hint::Available);
+}
+
+#[test]
+fn ramping_rejects_a_decrease_outside_zero_to_one() {
+    use tower_model_fallback::policy::RampingCooldown;
+    for bad in [1.0, 1.5, -0.1, f64::NAN] {
+        let err = RampingCooldown::with_decrease(AdaptiveCooldown::new(chain()), bad).unwrap_err();
+        assert_eq!(err, ConfigError::InvalidDecrease);
+        assert_eq!(
+            err.to_string(),
+            "share decrease must be at least 0 and below 1"
+        );
+    }
+    assert!(RampingCooldown::with_decrease(AdaptiveCooldown::new(chain()), 0.0).is_ok());
+}

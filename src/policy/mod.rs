@@ -9,6 +9,9 @@
 //!   recently and lets a successful request reopen the model for everyone.
 //! - [`ProbingCooldown`] is the adaptive policy plus single probes of a cooling model, so a model
 //!   whose quota has refilled is found within about a second instead of after the cooldown.
+//! - [`RampingCooldown`] is the adaptive policy as a share of traffic: a throttle halves the model's
+//!   share of new requests and the share climbs back over the cooldown, so the model keeps serving
+//!   while its quota refills.
 //! - [`FixedCooldown`] blocks a throttled model for a fixed time: the naive design, kept as a baseline
 //!   and as a worked example of writing a policy.
 //!
