@@ -50,8 +50,10 @@ pub enum ConfigError {
     ZeroMaxAttempts,
     /// A probe interval is zero, or the maximum is below the first interval.
     InvalidProbeInterval,
-    /// A share decrease factor is not at least 0 and below 1.
-    InvalidDecrease,
+    /// A pacing margin is not above 0 and at most 1.
+    InvalidMargin,
+    /// A quiet period is zero.
+    ZeroQuietPeriod,
 }
 
 impl fmt::Display for ConfigError {
@@ -83,9 +85,8 @@ impl fmt::Display for ConfigError {
             ConfigError::InvalidProbeInterval => f.write_str(
                 "probe interval must be longer than zero and not longer than the maximum probe interval",
             ),
-            ConfigError::InvalidDecrease => {
-                f.write_str("share decrease must be at least 0 and below 1")
-            }
+            ConfigError::InvalidMargin => f.write_str("pacing margin must be above 0 and at most 1"),
+            ConfigError::ZeroQuietPeriod => f.write_str("quiet period must be longer than zero"),
         }
     }
 }

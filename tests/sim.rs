@@ -80,11 +80,11 @@ fn no_worse_and_more_primary(better: &sim::Report, than: &sim::Report) {
 }
 
 #[test]
-fn ramping_beats_adaptive_on_every_metric_of_every_scenario() {
+fn paced_beats_adaptive_on_every_metric_of_every_scenario() {
     for scenario in Scenario::all() {
         let adaptive = sim::run(&scenario, PolicyKind::Adaptive, 1).unwrap();
-        let ramping = sim::run(&scenario, PolicyKind::Ramping, 1).unwrap();
-        no_worse_and_more_primary(&ramping, &adaptive);
+        let paced = sim::run(&scenario, PolicyKind::Paced, 1).unwrap();
+        no_worse_and_more_primary(&paced, &adaptive);
     }
 }
 

@@ -156,12 +156,6 @@ impl AdaptiveCooldown {
             .map_or(Duration::ZERO, |tier| tier.cooldown)
     }
 
-    /// Throttles recorded on `model` so far: equal to an attempt's ticket when no throttle was recorded
-    /// since the attempt started.
-    pub(crate) fn throttle_count(&self, model: usize) -> Option<u64> {
-        Some(self.models.get(model)?.throttles.load(Ordering::Acquire))
-    }
-
     fn max_history(&self) -> usize {
         self.tiers.last().map_or(1, |t| t.throttles as usize)
     }

@@ -9,9 +9,9 @@
 //!   recently and lets a successful request reopen the model for everyone.
 //! - [`ProbingCooldown`] is the adaptive policy plus single probes of a cooling model, so a model
 //!   whose quota has refilled is found within about a second instead of after the cooldown.
-//! - [`RampingCooldown`] is the adaptive policy as a share of traffic: a throttle halves the model's
-//!   share of new requests and the share climbs back over the cooldown, so the model keeps serving
-//!   while its quota refills.
+//! - [`PacedCooldown`] paces a throttled model at the rate its quota was measured to refill, so the
+//!   model keeps serving what it can and the rest goes elsewhere at once. The best of the policies
+//!   in the simulator.
 //! - [`FixedCooldown`] blocks a throttled model for a fixed time: the naive design, kept as a baseline
 //!   and as a worked example of writing a policy.
 //!
@@ -32,13 +32,13 @@ use crate::request::TokenCost;
 mod adaptive;
 mod cell;
 mod fixed;
+mod paced;
 mod probing;
-mod ramping;
 
 pub use adaptive::{AdaptiveCooldown, AdaptiveCooldownBuilder, Tier};
 pub use fixed::FixedCooldown;
+pub use paced::{PacedCooldown, PacedCooldownBuilder};
 pub use probing::ProbingCooldown;
-pub use ramping::RampingCooldown;
 
 /// Whether new requests should try a model now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

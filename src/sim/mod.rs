@@ -27,7 +27,7 @@ use crate::chain::ModelChain;
 use crate::error::{DeadlineExceeded, FallbackError};
 use crate::layer::{FallbackLayer, WhenAllCooling};
 use crate::policy::{
-    AdaptiveCooldown, CooldownPolicy, FixedCooldown, ProbingCooldown, RampingCooldown,
+    AdaptiveCooldown, CooldownPolicy, FixedCooldown, PacedCooldown, ProbingCooldown,
 };
 use crate::request::ModelRequest;
 use crate::service::Fallback;
@@ -52,8 +52,8 @@ pub enum PolicyKind {
     Adaptive,
     /// [`ProbingCooldown`]: adaptive plus single probes.
     Probing,
-    /// [`RampingCooldown`]: adaptive cooldowns as a share of traffic that ramps back.
-    Ramping,
+    /// [`PacedCooldown`]: throttled models paced at their measured rate.
+    Paced,
 }
 
 impl PolicyKind {
@@ -62,7 +62,7 @@ impl PolicyKind {
         PolicyKind::Fixed,
         PolicyKind::Adaptive,
         PolicyKind::Probing,
-        PolicyKind::Ramping,
+        PolicyKind::Paced,
     ];
 
     /// The policy's name in tables.
@@ -71,14 +71,14 @@ impl PolicyKind {
             PolicyKind::Fixed => "fixed",
             PolicyKind::Adaptive => "adaptive",
             PolicyKind::Probing => "probing",
-            PolicyKind::Ramping => "ramping",
+            PolicyKind::Paced => "paced",
         }
     }
 
     fn when_all_cooling(self) -> WhenAllCooling {
         match self {
             PolicyKind::Fixed => WhenAllCooling::FailFast,
-            PolicyKind::Adaptive | PolicyKind::Probing | PolicyKind::Ramping => {
+            PolicyKind::Adaptive | PolicyKind::Probing | PolicyKind::Paced => {
                 WhenAllCooling::TryAnyway
             }
         }
@@ -89,7 +89,7 @@ impl PolicyKind {
             PolicyKind::Fixed => Arc::new(FixedCooldown::new(chain)),
             PolicyKind::Adaptive => Arc::new(AdaptiveCooldown::new(chain)),
             PolicyKind::Probing => Arc::new(ProbingCooldown::new(chain)),
-            PolicyKind::Ramping => Arc::new(RampingCooldown::new(chain)),
+            PolicyKind::Paced => Arc::new(PacedCooldown::new(chain)),
         }
     }
 }

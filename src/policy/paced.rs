@@ -1,0 +1,301 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{AttemptInfo, CooldownPolicy, Hint, Ticket};
+use crate::chain::ModelChain;
+use crate::error::ConfigError;
+use crate::request::TokenCost;
+
+/// Successes between two marks of the recent served rate.
+const MARK_EVERY: u64 = 16;
+/// How fast the pace creeps up between throttles, per second, relative to the measured rate: it
+/// finds quota that grew (or that other clients stopped using) without overrunning it often.
+const RISE_PER_SECOND: f64 = 0.002;
+/// Throttles closer together than this are too close to measure a rate from.
+const MIN_WINDOW: Duration = Duration::from_secs(5);
+
+/// Paces a throttled model at the rate its quota was measured to refill, instead of blocking it.
+///
+/// Bedrock throttles when a model's quota bucket is empty, and the bucket refills at a steady rate.
+/// A throttle is therefore a measurement: the bucket is empty *now*. Between two throttles, what the
+/// model served is what its quota refilled, and that is the rate it can sustain.
+///
+/// - A model starts *open*: every request may try it, and the policy costs one atomic load per
+///   request, like [`AdaptiveCooldown`](super::AdaptiveCooldown).
+/// - The first throttle starts *pacing*: new requests are admitted at 95 % (`margin`) of the rate
+///   the model served over its last 16 to 32 successes, with a burst of up to `burst` (2 s) of that
+///   rate; the rest go to the next model at once. The admission is a lock-free cell-rate check (one
+///   compare-and-swap per admitted request).
+/// - Every later throttle resynchronises the pace (the bucket is empty now) and, when it comes at
+///   least 5 s after the previous measurement, measures the rate again: what the model served
+///   between the two, per second. Between throttles the pace creeps up by 0.2 % of the rate per
+///   second, so capacity that grows is found.
+/// - A model that has not been throttled for `quiet` (60 s) and whose pace is not holding requests
+///   back goes back to open.
+/// - Only a *fresh* throttle counts: attempts that started before the latest throttle say nothing
+///   new about the pace, so a burst of throttles from one moment counts once.
+/// - A retry-after hint holds the model for at least that long.
+///
+/// Compared with the other policies in the simulator (`cargo run --release --example simulate`), it
+/// keeps more of the primary than [`AdaptiveCooldown`](super::AdaptiveCooldown) with fewer throttled
+/// calls, on every scenario.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_model_fallback::{ModelChain, policy::PacedCooldown};
+///
+/// let chain = ModelChain::new(["sonnet", "haiku"])?;
+/// let policy = PacedCooldown::builder()
+///     .margin(0.9)
+///     .burst(Duration::from_secs(1))
+///     .quiet(Duration::from_secs(120))
+///     .build(chain)?;
+/// # Ok::<(), tower_model_fallback::error::ConfigError>(())
+/// ```
+#[derive(Debug)]
+pub struct PacedCooldown {
+    chain: ModelChain,
+    margin: f64,
+    burst: u64,
+    quiet: u64,
+    origin: Instant,
+    models: Box<[Pace]>,
+}
+
+/// One model's pace. Times are nanoseconds after the policy's origin.
+#[derive(Debug, Default)]
+struct Pace {
+    /// When the next request may start, plus `burst`: the cell-rate algorithm's theoretical arrival
+    /// time. 0 while the model is open.
+    due: AtomicU64,
+    /// The measured rate, in requests per second (`f64` bits).
+    rate: AtomicU64,
+    /// When the rate was measured (a throttle: the bucket was empty), and `served` then.
+    measured_at: AtomicU64,
+    served_then: AtomicU64,
+    last_throttle: AtomicU64,
+    /// Throttles counted so far; an attempt's ticket holds the value at its start.
+    throttles: AtomicU64,
+    served: AtomicU64,
+    /// `(time, served)` every `MARK_EVERY` successes, in two slots, for the first measurement.
+    marks: [(AtomicU64, AtomicU64); 2],
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn seconds(nanos: u64) -> f64 {
+    nanos as f64 / 1e9
+}
+
+impl PacedCooldown {
+    /// Default numbers: pace at 95 % of the measured rate, 2 s of burst, open again after 60 s
+    /// without a throttle.
+    pub fn new(chain: ModelChain) -> Self {
+        PacedCooldown::builder().finish(chain)
+    }
+
+    /// Starts a policy with non-default numbers.
+    pub fn builder() -> PacedCooldownBuilder {
+        PacedCooldownBuilder {
+            margin: 0.95,
+            burst: Duration::from_secs(2),
+            quiet: Duration::from_secs(60),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.origin)).max(1)
+    }
+
+    /// The pace in requests per second: the measured rate, crept up since it was measured.
+    fn rate(&self, pace: &Pace, now: u64) -> f64 {
+        let measured = f64::from_bits(pace.rate.load(Ordering::Acquire));
+        let since = seconds(now.saturating_sub(pace.measured_at.load(Ordering::Acquire)));
+        (measured * (1.0 + RISE_PER_SECOND * since)).max(0.01)
+    }
+
+    fn interval(&self, pace: &Pace, now: u64) -> u64 {
+        (1e9 / self.rate(pace, now)) as u64
+    }
+
+    /// What the model served per second over its last 16 to 32 successes.
+    fn recent_rate(&self, pace: &Pace, now: u64) -> Option<f64> {
+        let (at, served) = pace
+            .marks
+            .iter()
+            .map(|(at, served)| (at.load(Ordering::Acquire), served.load(Ordering::Acquire)))
+            .filter(|(at, _)| *at != 0)
+            .min_by_key(|(at, _)| *at)?;
+        let elapsed = seconds(now.saturating_sub(at));
+        let count = pace.served.load(Ordering::Acquire).saturating_sub(served);
+        (elapsed > 0.0).then(|| count as f64 / elapsed)
+    }
+
+    /// Requests per second `model` is paced at, or `None` while it is open.
+    pub fn pace(&self, model: usize) -> Option<f64> {
+        let pace = self.models.get(model)?;
+        (pace.due.load(Ordering::Acquire) != 0).then(|| self.rate(pace, self.now()))
+    }
+}
+
+impl CooldownPolicy for PacedCooldown {
+    fn chain(&self) -> &ModelChain {
+        &self.chain
+    }
+
+    fn hint(&self, model: usize, _cost: Option<TokenCost>) -> Hint {
+        let Some(pace) = self.models.get(model) else {
+            return Hint::Available;
+        };
+        let mut due = pace.due.load(Ordering::Acquire);
+        if due == 0 {
+            return Hint::Available;
+        }
+        let now = self.now();
+        let interval = self.interval(pace, now);
+        loop {
+            if now + self.burst < due {
+                let remaining = Duration::from_nanos(due - self.burst - now);
+                return Hint::Cooling { remaining };
+            }
+            // Not holding anything back and quiet for long enough: open again.
+            let quiet = now.saturating_sub(pace.last_throttle.load(Ordering::Acquire)) > self.quiet;
+            let next = if quiet && due <= now {
+                0
+            } else {
+                due.max(now) + interval
+            };
+            match pace
+                .due
+                .compare_exchange(due, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) | Err(0) => return Hint::Available,
+                Err(current) => due = current,
+            }
+        }
+    }
+
+    fn on_attempt(&self, model: usize, _cost: Option<TokenCost>) -> Ticket {
+        self.models.get(model).map_or(Ticket::default(), |pace| {
+            Ticket::new(pace.throttles.load(Ordering::Acquire))
+        })
+    }
+
+    fn on_success(&self, attempt: &AttemptInfo) {
+        let Some(pace) = self.models.get(attempt.model) else {
+            return;
+        };
+        let served = pace.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if served % MARK_EVERY == 0 {
+            let (at, count) = &pace.marks[usize::from((served / MARK_EVERY) % 2 == 1)];
+            count.store(served, Ordering::Release);
+            at.store(self.now(), Ordering::Release);
+        }
+    }
+
+    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
+        let Some(pace) = self.models.get(attempt.model) else {
+            return Duration::ZERO;
+        };
+        if pace.throttles.load(Ordering::Acquire) != attempt.ticket.get() {
+            // A throttle was recorded after this attempt started: this one says nothing new.
+            return self.cooldown_remaining(attempt.model).unwrap_or_default();
+        }
+        pace.throttles.fetch_add(1, Ordering::AcqRel);
+        let now = self.now();
+        pace.last_throttle.store(now, Ordering::Release);
+        let served = pace.served.load(Ordering::Acquire);
+        let measured_at = pace.measured_at.load(Ordering::Acquire);
+        let measured = if pace.due.load(Ordering::Acquire) != 0 && measured_at != 0 {
+            // The bucket was empty at both throttles: what was served in between is its refill.
+            let window = now.saturating_sub(measured_at);
+            (window >= nanos(MIN_WINDOW)).then(|| {
+                let count = served.saturating_sub(pace.served_then.load(Ordering::Acquire));
+                count as f64 / seconds(window)
+            })
+        } else {
+            // First throttle since open: the recent served rate is the best estimate there is.
+            Some(self.recent_rate(pace, now).unwrap_or(1.0))
+        };
+        if let Some(rate) = measured {
+            let paced = (rate * self.margin).max(0.01);
+            pace.rate.store(paced.to_bits(), Ordering::Release);
+            pace.measured_at.store(now, Ordering::Release);
+            pace.served_then.store(served, Ordering::Release);
+        }
+        // The bucket is empty now: the next request one interval from now, and no burst yet.
+        let hold = self.interval(pace, now).max(retry_after.map_or(0, nanos));
+        pace.due
+            .store(now.saturating_add(hold + self.burst), Ordering::Release);
+        Duration::from_nanos(hold)
+    }
+
+    /// While the model is paced, the time until it admits the next request (zero when it would admit
+    /// one now); `None` while it is open.
+    fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
+        let due = self.models.get(model)?.due.load(Ordering::Acquire);
+        (due != 0).then(|| Duration::from_nanos(due.saturating_sub(self.burst + self.now())))
+    }
+
+    fn reset_cooldowns(&self) {
+        for pace in self.models.iter() {
+            pace.due.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// Builds a [`PacedCooldown`] with non-default numbers; see [`PacedCooldown::builder`].
+#[derive(Clone, Debug)]
+pub struct PacedCooldownBuilder {
+    margin: f64,
+    burst: Duration,
+    quiet: Duration,
+}
+
+impl PacedCooldownBuilder {
+    /// The share of the measured rate to pace at (default 0.95): above 0, at most 1. Lower throttles
+    /// less and leaves more quota unused.
+    pub fn margin(mut self, margin: f64) -> Self {
+        self.margin = margin;
+        self
+    }
+
+    /// How many seconds' worth of the pace may start at once after a lull (default 2 s).
+    pub fn burst(mut self, burst: Duration) -> Self {
+        self.burst = burst;
+        self
+    }
+
+    /// How long without a throttle before a model is open again (default 60 s); not zero.
+    pub fn quiet(mut self, quiet: Duration) -> Self {
+        self.quiet = quiet;
+        self
+    }
+
+    /// Validates the numbers and builds the policy for `chain`.
+    pub fn build(self, chain: ModelChain) -> Result<PacedCooldown, ConfigError> {
+        if !(self.margin > 0.0 && self.margin <= 1.0) {
+            return Err(ConfigError::InvalidMargin);
+        }
+        if self.quiet.is_zero() {
+            return Err(ConfigError::ZeroQuietPeriod);
+        }
+        Ok(self.finish(chain))
+    }
+
+    fn finish(self, chain: ModelChain) -> PacedCooldown {
+        let models = (0..chain.len()).map(|_| Pace::default()).collect();
+        PacedCooldown {
+            chain,
+            margin: self.margin,
+            burst: nanos(self.burst),
+            quiet: nanos(self.quiet),
+            origin: Instant::now(),
+            models,
+        }
+    }
+}
