@@ -401,6 +401,17 @@ async fn invalid_configs_are_rejected_before_start() {
             .to_string()
             .contains("when_all_cooling")
     );
+    let kind = GatewayConfig::from_toml("[policy]\nkind = \"magic\"").unwrap();
+    let err = Gateway::new(kind).await.unwrap_err().to_string();
+    assert!(
+        err.contains("policy kind must be adaptive or paced"),
+        "{err}"
+    );
+    let margin = GatewayConfig::from_toml("[policy]\nkind = \"paced\"\npace_margin = 1.5").unwrap();
+    let err = Gateway::new(margin).await.unwrap_err().to_string();
+    assert!(err.contains("pacing margin"), "{err}");
+    let paced = GatewayConfig::from_toml("[policy]\nkind = \"paced\"").unwrap();
+    assert!(Gateway::new(paced).await.is_ok());
 }
 
 #[tokio::test]

@@ -326,3 +326,148 @@ fn probing_rejects_invalid_intervals() {
         ProbingCooldown::with_probes(AdaptiveCooldown::new(chain()), secs(4), secs(2)).unwrap_err();
     assert_eq!(err, ConfigError::InvalidProbeInterval);
 }
+
+/// `count` successes on `model`, one every `every`.
+async fn serve(policy: &dyn CooldownPolicy, model: usize, count: usize, every: Duration) {
+    for _ in 0..count {
+        advance(every).await;
+        let attempt = begin(policy, model);
+        policy.on_success(&attempt);
+    }
+}
+
+/// How many of the requests arriving every `every` for `total` the policy lets try `model`.
+async fn admitted(
+    policy: &dyn CooldownPolicy,
+    model: usize,
+    total: Duration,
+    every: Duration,
+) -> u32 {
+    let mut admitted = 0;
+    let mut elapsed = Duration::ZERO;
+    while elapsed < total {
+        advance(every).await;
+        elapsed += every;
+        admitted += u32::from(policy.hint(model, None).is_available());
+    }
+    admitted
+}
+
+fn near(value: f64, want: f64) -> bool {
+    (value - want).abs() < want * 0.01
+}
+
+#[tokio::test(start_paused = true)]
+async fn paced_admits_at_the_rate_the_model_served_before_its_first_throttle() {
+    use tower_model_fallback::policy::PacedCooldown;
+    let policy = PacedCooldown::new(chain());
+    assert_eq!(policy.pace(A), None, "open until throttled");
+    serve(&policy, A, 32, Duration::from_millis(100)).await;
+    assert_eq!(policy.hint(A, None), Hint::Available);
+
+    // It served 10 per second: from now on 95% of that, starting one interval after the throttle.
+    let hold = throttle(&policy, A);
+    assert!(near(policy.pace(A).unwrap(), 9.5), "{:?}", policy.pace(A));
+    assert!(near(hold.as_secs_f64(), 1.0 / 9.5), "{hold:?}");
+    assert!(matches!(policy.hint(A, None), Hint::Cooling { remaining } if remaining == hold));
+    assert!(
+        policy.cooldown_remaining(1).is_none(),
+        "other models stay open"
+    );
+
+    // Requests every 10 ms for 10 s: about 95 of the 1,000 go to A (the pace creeps up 0.2%/s).
+    let count = admitted(&policy, A, secs(10), Duration::from_millis(10)).await;
+    assert!((95..=97).contains(&count), "{count}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn paced_measures_the_refill_between_throttles() {
+    use tower_model_fallback::policy::PacedCooldown;
+    let policy = PacedCooldown::new(chain());
+    serve(&policy, A, 32, Duration::from_millis(100)).await;
+    throttle(&policy, A);
+
+    // The quota really refills 2 per second: 20 served in the 10 s up to the next throttle.
+    serve(&policy, A, 20, Duration::from_millis(500)).await;
+    throttle(&policy, A);
+    assert!(near(policy.pace(A).unwrap(), 1.9), "{:?}", policy.pace(A));
+
+    // A throttle 1 s later is too close to measure from: the pace is resynchronised, not changed.
+    serve(&policy, A, 2, Duration::from_millis(500)).await;
+    let hold = throttle(&policy, A);
+    assert!(near(policy.pace(A).unwrap(), 1.9), "{:?}", policy.pace(A));
+    assert!(near(hold.as_secs_f64(), 1.0 / 1.9), "{hold:?}");
+
+    // An attempt that started before that throttle and is throttled too says nothing new.
+    let straggler = AttemptInfo {
+        ticket: tower_model_fallback::policy::Ticket::new(0),
+        ..begin(&policy, A)
+    };
+    advance(secs(6)).await;
+    policy.on_throttle(&straggler, None);
+    assert!(
+        near(policy.pace(A).unwrap(), 1.9 * 1.014),
+        "{:?}",
+        policy.pace(A)
+    );
+    assert_eq!(policy.hint(A, None), Hint::Available, "not resynchronised");
+}
+
+#[tokio::test(start_paused = true)]
+async fn paced_opens_again_after_a_quiet_minute_unless_it_is_holding_requests_back() {
+    use tower_model_fallback::policy::PacedCooldown;
+    let policy = PacedCooldown::new(chain());
+    serve(&policy, A, 32, Duration::from_millis(500)).await;
+    throttle(&policy, A);
+    assert!(near(policy.pace(A).unwrap(), 1.9), "{:?}", policy.pace(A));
+
+    // Demand above the pace for 70 s: still paced, whatever the time since the throttle.
+    admitted(&policy, A, secs(70), Duration::from_millis(100)).await;
+    assert!(policy.pace(A).is_some());
+
+    // Once demand stops and the pace has refilled its burst (2 s), the model opens.
+    advance(secs(3)).await;
+    assert_eq!(policy.hint(A, None), Hint::Available);
+    assert_eq!(policy.pace(A), None);
+    assert_eq!(policy.cooldown_remaining(A), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn paced_holds_a_model_for_its_retry_after_and_reset_opens_it() {
+    use tower_model_fallback::policy::PacedCooldown;
+    let policy = PacedCooldown::new(chain());
+    let attempt = begin(&policy, A);
+    assert_eq!(policy.on_throttle(&attempt, Some(secs(30))), secs(30));
+    advance(secs(29)).await;
+    assert!(!policy.hint(A, None).is_available());
+    advance(secs(1)).await;
+    assert_eq!(policy.hint(A, None), Hint::Available);
+
+    throttle(&policy, A);
+    assert!(!policy.hint(A, None).is_available());
+    policy.reset_cooldowns();
+    assert_eq!(policy.pace(A), None);
+    assert_eq!(policy.hint(A, None), Hint::Available);
+}
+
+#[test]
+fn paced_rejects_invalid_numbers() {
+    use tower_model_fallback::policy::PacedCooldown;
+    for margin in [0.0, -0.5, 1.01, f64::NAN] {
+        let err = PacedCooldown::builder()
+            .margin(margin)
+            .build(chain())
+            .unwrap_err();
+        assert_eq!(err, ConfigError::InvalidMargin);
+        assert_eq!(
+            err.to_string(),
+            "pacing margin must be above 0 and at most 1"
+        );
+    }
+    let err = PacedCooldown::builder()
+        .quiet(Duration::ZERO)
+        .build(chain())
+        .unwrap_err();
+    assert_eq!(err, ConfigError::ZeroQuietPeriod);
+    assert!(PacedCooldown::builder().margin(1.0).build(chain()).is_ok());
+}

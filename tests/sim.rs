@@ -85,6 +85,10 @@ fn paced_beats_adaptive_on_every_metric_of_every_scenario() {
         let adaptive = sim::run(&scenario, PolicyKind::Adaptive, 1).unwrap();
         let paced = sim::run(&scenario, PolicyKind::Paced, 1).unwrap();
         no_worse_and_more_primary(&paced, &adaptive);
+        if scenario.name == "default" {
+            assert!(paced.primary_usage >= 0.9, "{paced:?}");
+            assert!(paced.success_rate >= 0.999, "{paced:?}");
+        }
     }
 }
 

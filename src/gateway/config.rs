@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,7 +12,7 @@ use serde::Deserialize;
 use crate::chain::ModelChain;
 use crate::error::ConfigError;
 use crate::layer::WhenAllCooling;
-use crate::policy::{AdaptiveCooldown, Tier};
+use crate::policy::{AdaptiveCooldown, CooldownPolicy, PacedCooldown, Tier};
 
 /// Where the gateway sends model calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -44,15 +45,23 @@ pub struct ChainConfig {
     pub models: Vec<ModelConfig>,
 }
 
-/// Numbers of the adaptive cooldown policy.
+/// Which cooldown policy every chain uses, and its numbers.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// Window in which throttles are counted, in seconds.
+    /// `adaptive` ([`AdaptiveCooldown`], the default) or `paced` ([`PacedCooldown`]).
+    pub kind: String,
+    /// `paced`: the share of the measured rate to pace a throttled model at.
+    pub pace_margin: f64,
+    /// `paced`: seconds' worth of the pace that may start at once after a lull.
+    pub pace_burst_s: f64,
+    /// `paced`: seconds without a throttle before a paced model is open again.
+    pub pace_quiet_s: f64,
+    /// `adaptive`: window in which throttles are counted, in seconds.
     pub window_s: f64,
-    /// `[throttles, cooldown seconds]` pairs.
+    /// `adaptive`: `[throttles, cooldown seconds]` pairs.
     pub tiers: Vec<(u32, f64)>,
-    /// New requests skip a model while more than this many seconds of cooldown remain.
+    /// `adaptive`: new requests skip a model while more than this many seconds of cooldown remain.
     pub skip_threshold_s: f64,
     /// `try_anyway`, `fail_fast` or `wait`.
     pub when_all_cooling: String,
@@ -61,6 +70,10 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
+            kind: "adaptive".into(),
+            pace_margin: 0.95,
+            pace_burst_s: 2.0,
+            pace_quiet_s: 60.0,
             window_s: 60.0,
             tiers: vec![(1, 10.0), (2, 30.0), (4, 60.0)],
             skip_threshold_s: 2.0,
@@ -239,19 +252,38 @@ impl GatewayConfig {
             .collect()
     }
 
-    /// A policy for `chain` with the configured numbers.
-    pub(crate) fn policy(&self, chain: ModelChain) -> Result<AdaptiveCooldown, GatewayConfigError> {
+    /// A policy for `chain` with the configured kind and numbers.
+    pub(crate) fn policy(
+        &self,
+        chain: ModelChain,
+    ) -> Result<Arc<dyn CooldownPolicy>, GatewayConfigError> {
         let p = &self.policy;
-        let tiers = p
-            .tiers
-            .iter()
-            .map(|(n, s)| Ok(Tier::new(*n, seconds("tier cooldown", *s)?)))
-            .collect::<Result<Vec<_>, GatewayConfigError>>()?;
-        Ok(AdaptiveCooldown::builder()
-            .window(seconds("window_s", p.window_s)?)
-            .tiers(tiers)
-            .skip_threshold(seconds("skip_threshold_s", p.skip_threshold_s)?)
-            .build(chain)?)
+        match p.kind.as_str() {
+            "adaptive" => {
+                let tiers = p
+                    .tiers
+                    .iter()
+                    .map(|(n, s)| Ok(Tier::new(*n, seconds("tier cooldown", *s)?)))
+                    .collect::<Result<Vec<_>, GatewayConfigError>>()?;
+                let policy = AdaptiveCooldown::builder()
+                    .window(seconds("window_s", p.window_s)?)
+                    .tiers(tiers)
+                    .skip_threshold(seconds("skip_threshold_s", p.skip_threshold_s)?)
+                    .build(chain)?;
+                Ok(Arc::new(policy))
+            }
+            "paced" => {
+                let policy = PacedCooldown::builder()
+                    .margin(p.pace_margin)
+                    .burst(seconds("pace_burst_s", p.pace_burst_s)?)
+                    .quiet(seconds("pace_quiet_s", p.pace_quiet_s)?)
+                    .build(chain)?;
+                Ok(Arc::new(policy))
+            }
+            other => Err(GatewayConfigError::Invalid(format!(
+                "policy kind must be adaptive or paced, not {other:?}"
+            ))),
+        }
     }
 
     /// The all-cooling mode.

@@ -129,7 +129,7 @@ impl Gateway {
                     .into());
                 }
             }
-            let layer = FallbackLayer::builder(config.policy(chain)?)
+            let layer = FallbackLayer::builder_shared(config.policy(chain)?)
                 .when_all_cooling(when_all_cooling)
                 .build()?;
             let service = tower::Layer::layer(&layer, upstream.clone());

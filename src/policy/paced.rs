@@ -107,8 +107,9 @@ impl PacedCooldown {
         }
     }
 
+    /// Nanoseconds after the origin, plus one so that no time is 0 (which marks an open model).
     fn now(&self) -> u64 {
-        nanos(Instant::now().saturating_duration_since(self.origin)).max(1)
+        nanos(Instant::now().saturating_duration_since(self.origin)).saturating_add(1)
     }
 
     /// The pace in requests per second: the measured rate, crept up since it was measured.
