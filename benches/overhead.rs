@@ -17,7 +17,9 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tower::retry::{Policy, Retry};
 use tower::{Layer, Service};
 use tower_model_fallback::classify::StatusError;
-use tower_model_fallback::policy::{AdaptiveCooldown, AttemptInfo, CooldownPolicy, Hint, Ticket};
+use tower_model_fallback::policy::{
+    AdaptiveCooldown, AttemptInfo, CooldownPolicy, Hint, PacedCooldown, Ticket,
+};
 use tower_model_fallback::{FallbackLayer, ModelChain, ModelId, ModelRequest, TokenCost};
 
 type Body = Arc<str>;
@@ -150,6 +152,13 @@ fn happy_path(c: &mut Criterion) {
     let mut fallback = layer.layer(Model { throttled: None });
     group.bench_function("fallback", |b| {
         b.iter(|| call_once(&mut fallback, ModelRequest::new(body.clone())))
+    });
+
+    // `PacedCooldown` with no model paced: it also counts each success, for its rate measurements.
+    let paced = FallbackLayer::new(PacedCooldown::new(models.clone()));
+    let mut fallback_paced = paced.layer(Model { throttled: None });
+    group.bench_function("fallback_paced_policy", |b| {
+        b.iter(|| call_once(&mut fallback_paced, ModelRequest::new(body.clone())))
     });
 
     // The primary is cooling: every call reads the clock, skips it and is served by the second model.

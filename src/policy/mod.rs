@@ -99,6 +99,10 @@ pub trait CooldownPolicy: fmt::Debug + Send + Sync + 'static {
     fn chain(&self) -> &ModelChain;
 
     /// Whether a new request should try `model` now. Called for every request: keep it cheap.
+    ///
+    /// An `Available` answer may hand out capacity ([`PacedCooldown`] admits at a pace,
+    /// [`ProbingCooldown`] lets one probe through): the layer asks once per candidate and decision and
+    /// tries the first model that is available.
     fn hint(&self, model: usize, cost: Option<TokenCost>) -> Hint;
 
     /// An attempt on `model` is about to start.

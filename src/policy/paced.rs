@@ -159,7 +159,7 @@ impl CooldownPolicy for PacedCooldown {
         let now = self.now();
         let interval = self.interval(pace, now);
         loop {
-            if now + self.burst < due {
+            if now.saturating_add(self.burst) < due {
                 let remaining = Duration::from_nanos(due - self.burst - now);
                 return Hint::Cooling { remaining };
             }
@@ -168,7 +168,7 @@ impl CooldownPolicy for PacedCooldown {
             let next = if quiet && due <= now {
                 0
             } else {
-                due.max(now) + interval
+                due.max(now).saturating_add(interval)
             };
             match pace
                 .due
@@ -230,8 +230,8 @@ impl CooldownPolicy for PacedCooldown {
         }
         // The bucket is empty now: the next request one interval from now, and no burst yet.
         let hold = self.interval(pace, now).max(retry_after.map_or(0, nanos));
-        pace.due
-            .store(now.saturating_add(hold + self.burst), Ordering::Release);
+        let due = now.saturating_add(hold).saturating_add(self.burst);
+        pace.due.store(due, Ordering::Release);
         Duration::from_nanos(hold)
     }
 
@@ -239,7 +239,8 @@ impl CooldownPolicy for PacedCooldown {
     /// one now); `None` while it is open.
     fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
         let due = self.models.get(model)?.due.load(Ordering::Acquire);
-        (due != 0).then(|| Duration::from_nanos(due.saturating_sub(self.burst + self.now())))
+        let admits_at = self.now().saturating_add(self.burst);
+        (due != 0).then(|| Duration::from_nanos(due.saturating_sub(admits_at)))
     }
 
     fn reset_cooldowns(&self) {
