@@ -381,6 +381,17 @@ async fn paced_admits_at_the_rate_the_model_served_before_its_first_throttle() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn paced_judges_a_model_that_was_quiet_until_a_moment_ago_by_the_busy_moment() {
+    use tower_model_fallback::policy::PacedCooldown;
+    let policy = PacedCooldown::new(chain());
+    // One success every 10 s for about five minutes, then ten in one second, then a throttle.
+    serve(&policy, A, 32, secs(10)).await;
+    serve(&policy, A, 10, Duration::from_millis(100)).await;
+    throttle(&policy, A);
+    assert!(near(policy.pace(A).unwrap(), 9.5), "{:?}", policy.pace(A));
+}
+
+#[tokio::test(start_paused = true)]
 async fn paced_measures_the_refill_between_throttles() {
     use tower_model_fallback::policy::PacedCooldown;
     let policy = PacedCooldown::new(chain());

@@ -10,6 +10,8 @@ use crate::request::TokenCost;
 
 /// Successes between two marks of the recent served rate.
 const MARK_EVERY: u64 = 16;
+/// Fewest successes a recent-rate window must hold to be trusted.
+const MIN_COUNT: u64 = 8;
 /// How fast the pace creeps up between throttles, per second, relative to the measured rate: it
 /// finds quota that grew (or that other clients stopped using) without overrunning it often.
 const RISE_PER_SECOND: f64 = 0.002;
@@ -25,7 +27,7 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 /// - A model starts *open*: every request may try it, and the policy costs one atomic load per
 ///   request, like [`AdaptiveCooldown`](super::AdaptiveCooldown).
 /// - The first throttle starts *pacing*: new requests are admitted at 95 % (`margin`) of the rate
-///   the model served over its last 16 to 32 successes, with a burst of up to `burst` (2 s) of that
+///   the model served lately (over its last 8 to 32 successes), with a burst of up to `burst` (2 s) of that
 ///   rate; the rest go to the next model at once. The admission is a lock-free cell-rate check (one
 ///   compare-and-swap per admitted request).
 /// - Every later throttle resynchronises the pace (the bucket is empty now) and, when it comes at
@@ -123,17 +125,21 @@ impl PacedCooldown {
         (1e9 / self.rate(pace, now)) as u64
     }
 
-    /// What the model served per second over its last 16 to 32 successes.
+    /// What the model served per second lately: the faster of the windows since the two latest marks
+    /// that hold at least `MIN_COUNT` successes. The faster one, because a model that was quiet
+    /// until a moment ago shows its capacity only in the most recent window.
     fn recent_rate(&self, pace: &Pace, now: u64) -> Option<f64> {
-        let (at, served) = pace
-            .marks
+        let served = pace.served.load(Ordering::Acquire);
+        pace.marks
             .iter()
-            .map(|(at, served)| (at.load(Ordering::Acquire), served.load(Ordering::Acquire)))
+            .map(|(at, count)| (at.load(Ordering::Acquire), count.load(Ordering::Acquire)))
             .filter(|(at, _)| *at != 0)
-            .min_by_key(|(at, _)| *at)?;
-        let elapsed = seconds(now.saturating_sub(at));
-        let count = pace.served.load(Ordering::Acquire).saturating_sub(served);
-        (elapsed > 0.0).then(|| count as f64 / elapsed)
+            .filter_map(|(at, count)| {
+                let elapsed = seconds(now.saturating_sub(at));
+                let count = served.saturating_sub(count);
+                (elapsed > 0.0 && count >= MIN_COUNT).then(|| count as f64 / elapsed)
+            })
+            .reduce(f64::max)
     }
 
     /// Requests per second `model` is paced at, or `None` while it is open.
