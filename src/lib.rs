@@ -12,6 +12,11 @@
 //!   requests already running on A finish undisturbed;
 //! - in the last 2 s new requests try A again, and the first success there puts everyone back on A.
 //!
+//! That is [`AdaptiveCooldown`](policy::AdaptiveCooldown), the default. When demand stays above a
+//! model's quota, [`PacedCooldown`](policy::PacedCooldown) does better: it keeps sending the model
+//! the rate its quota was measured to refill and the rest elsewhere; the [`policy`] module compares
+//! them.
+//!
 //! ```
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //! use tower_model_fallback::{

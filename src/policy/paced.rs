@@ -24,12 +24,13 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 /// A throttle is therefore a measurement: the bucket is empty *now*. Between two throttles, what the
 /// model served is what its quota refilled, and that is the rate it can sustain.
 ///
-/// - A model starts *open*: every request may try it, and the policy costs one atomic load per
-///   request, like [`AdaptiveCooldown`](super::AdaptiveCooldown).
+/// - A model starts *open*: every request may try it. The policy then costs one atomic load per
+///   request, like [`AdaptiveCooldown`](super::AdaptiveCooldown), and one atomic increment per
+///   success (it counts what each model served).
 /// - The first throttle starts *pacing*: new requests are admitted at 95 % (`margin`) of the rate
-///   the model served lately (over its last 8 to 32 successes), with a burst of up to `burst` (2 s) of that
-///   rate; the rest go to the next model at once. The admission is a lock-free cell-rate check (one
-///   compare-and-swap per admitted request).
+///   the model served lately (over its last 8 to 32 successes; one per second if it had fewer),
+///   with a burst of up to `burst` (2 s) of that rate; the rest go to the next model at once. The
+///   admission is a lock-free cell-rate check (one compare-and-swap per admitted request).
 /// - Every later throttle resynchronises the pace (the bucket is empty now) and, when it comes at
 ///   least 5 s after the previous measurement, measures the rate again: what the model served
 ///   between the two, per second. Between throttles the pace creeps up by 0.2 % of the rate per
