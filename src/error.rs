@@ -238,7 +238,7 @@ impl CoolingDown {
         CoolingDown { retry_after }
     }
 
-    /// When the first candidate's cooldown ends.
+    /// How long until the policy lets new requests try one of the candidates again.
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }

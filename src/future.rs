@@ -213,7 +213,7 @@ enum Step {
 /// The best untried model of a candidate order.
 enum Pick {
     Available(usize),
-    /// Every untried candidate is cooling; this one ends soonest.
+    /// Every untried candidate is cooling; this one will be tried again soonest.
     Cooling(usize, Duration),
     Exhausted,
 }

@@ -13,12 +13,13 @@ use crate::stats::{Stats, StatsSnapshot};
 /// What a request does when every candidate model is cooling down when it arrives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WhenAllCooling {
-    /// Try the cooling models anyway, the one whose cooldown ends soonest first. Cooldowns are hints.
+    /// Try the cooling models anyway, the one the policy would try again soonest first. Cooldowns are
+    /// hints.
     #[default]
     TryAnyway,
     /// Fail at once with [`CoolingDown`](crate::error::CoolingDown), which says when to come back.
     FailFast,
-    /// Sleep until the soonest cooldown ends, then try. If the request's deadline comes first, fail at
+    /// Sleep until the policy would try the soonest model again, then try. If the request's deadline comes first, fail at
     /// once with [`CoolingDown`](crate::error::CoolingDown) instead of sleeping in vain. The sleep is
     /// tokio's, so calls must be made inside a tokio runtime with the time driver enabled.
     Wait,

@@ -79,9 +79,9 @@ async fn skip_threshold_boundary_is_two_seconds() {
     assert_eq!(
         policy.hint(A, None),
         Hint::Cooling {
-            remaining: Duration::from_millis(2_001)
+            remaining: Duration::from_millis(1)
         },
-        "2.001 s left: skipped"
+        "2.001 s left: skipped, and tried again in 1 ms"
     );
     advance(Duration::from_millis(1)).await;
     assert_eq!(

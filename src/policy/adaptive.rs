@@ -168,7 +168,9 @@ impl CooldownPolicy for AdaptiveCooldown {
 
     fn hint(&self, model: usize, _cost: Option<TokenCost>) -> Hint {
         match self.cooldown_remaining(model) {
-            Some(remaining) if remaining > self.skip_threshold => Hint::Cooling { remaining },
+            Some(remaining) if remaining > self.skip_threshold => Hint::Cooling {
+                remaining: remaining - self.skip_threshold,
+            },
             _ => Hint::Available,
         }
     }

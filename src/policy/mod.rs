@@ -47,7 +47,9 @@ pub enum Hint {
     Available,
     /// Skip it unless every candidate is cooling.
     Cooling {
-        /// Time until the cooldown ends; the soonest-ending model is tried first when all are cooling.
+        /// Time until the policy would let a new request try the model again (for
+        /// [`AdaptiveCooldown`], until its cooldown is within the skip threshold of its end). When
+        /// every candidate is cooling, the soonest is tried first, and `Wait` sleeps this long.
         remaining: Duration,
     },
 }

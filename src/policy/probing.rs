@@ -102,8 +102,18 @@ impl CooldownPolicy for ProbingCooldown {
         };
         let next = probe.next.load(Ordering::Acquire);
         let now = self.now();
-        if next == 0 || now < next {
+        if next == 0 {
             return hint;
+        }
+        if now < next {
+            // The next probe may come before the cooldown would let requests through.
+            let probe_in = Duration::from_nanos(next - now);
+            return match hint {
+                Hint::Cooling { remaining } => Hint::Cooling {
+                    remaining: remaining.min(probe_in),
+                },
+                Hint::Available => Hint::Available,
+            };
         }
         // Claim the probe: only the request whose swap wins tries the model.
         let after = now.saturating_add(probe.interval.load(Ordering::Acquire));
