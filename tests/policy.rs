@@ -482,3 +482,33 @@ fn paced_rejects_invalid_numbers() {
     assert_eq!(err, ConfigError::ZeroQuietPeriod);
     assert!(PacedCooldown::builder().margin(1.0).build(chain()).is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn paced_admission_is_exact_under_concurrent_callers() {
+    use std::sync::Arc;
+    use tower_model_fallback::policy::PacedCooldown;
+    let policy = Arc::new(PacedCooldown::new(chain()));
+    serve(&*policy, A, 32, Duration::from_millis(100)).await;
+    throttle(&*policy, A);
+    // The pace (9.5 per second) refills its whole 2 s burst; the clock then stands still.
+    advance(secs(5)).await;
+    let interval = 1.0 / policy.pace(A).unwrap();
+    let capacity = (2.0 / interval).floor() as usize + 1;
+
+    // Four threads ask 100 times each at the same instant: exactly the burst gets through.
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let policy = policy.clone();
+            tokio::task::spawn_blocking(move || {
+                (0..100)
+                    .filter(|_| policy.hint(A, None).is_available())
+                    .count()
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for thread in threads {
+        admitted += thread.await.unwrap();
+    }
+    assert_eq!(admitted, capacity);
+}
