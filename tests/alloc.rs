@@ -1,6 +1,6 @@
-//! The layer allocates nothing per call on the happy path (the primary answers), for chains of up to
-//! eight models. A counting global allocator (the `allocation-counter` crate) checks it; the inner
-//! service allocates nothing itself.
+//! The layer allocates nothing per call on the happy path (the primary answers), with the adaptive
+//! and the paced policy, for chains of up to eight models. A counting global allocator (the
+//! `allocation-counter` crate) checks it; the inner service allocates nothing itself.
 
 use std::future::{Future, Ready, ready};
 use std::pin::pin;
@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 
 use tower::{Layer, Service};
 use tower_model_fallback::classify::StatusError;
-use tower_model_fallback::policy::AdaptiveCooldown;
+use tower_model_fallback::policy::{AdaptiveCooldown, CooldownPolicy, PacedCooldown};
 use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest, TokenCost};
 
 /// Answers at once without allocating.
@@ -30,9 +30,16 @@ impl Service<ModelRequest<Arc<str>>> for Model {
     }
 }
 
-fn allocations_per_call(models: usize, cost: bool) -> usize {
+fn allocations_per_call(
+    models: usize,
+    cost: bool,
+    policy: fn(ModelChain) -> Arc<dyn CooldownPolicy>,
+) -> usize {
     let chain = ModelChain::new((0..models).map(|i| format!("model-{i}"))).unwrap();
-    let mut service = FallbackLayer::new(AdaptiveCooldown::new(chain)).layer(Model);
+    let layer = FallbackLayer::builder_shared(policy(chain))
+        .build()
+        .unwrap();
+    let mut service = layer.layer(Model);
     let body: Arc<str> = Arc::from("hello");
     let mut cx = Context::from_waker(Waker::noop());
     let mut call = |service: &mut tower_model_fallback::Fallback<Model>| {
@@ -62,12 +69,20 @@ fn the_happy_path_allocates_nothing_with_up_to_eight_models() {
     let boxed = allocation_counter::measure(|| drop(std::hint::black_box(Box::new(7u64))));
     assert_eq!(boxed.count_total, 1);
 
-    for models in 1..=8 {
-        assert_eq!(allocations_per_call(models, false), 0, "{models} models");
-        assert_eq!(
-            allocations_per_call(models, true),
-            0,
-            "{models} models, with a cost hint"
-        );
+    let adaptive = |chain| Arc::new(AdaptiveCooldown::new(chain)) as Arc<dyn CooldownPolicy>;
+    let paced = |chain| Arc::new(PacedCooldown::new(chain)) as Arc<dyn CooldownPolicy>;
+    for (name, policy) in [("adaptive", adaptive as fn(_) -> _), ("paced", paced)] {
+        for models in 1..=8 {
+            assert_eq!(
+                allocations_per_call(models, false, policy),
+                0,
+                "{name}, {models} models"
+            );
+            assert_eq!(
+                allocations_per_call(models, true, policy),
+                0,
+                "{name}, {models} models, with a cost hint"
+            );
+        }
     }
 }
