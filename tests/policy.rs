@@ -444,7 +444,7 @@ async fn paced_opens_again_after_a_quiet_minute_unless_it_is_holding_requests_ba
 }
 
 #[tokio::test(start_paused = true)]
-async fn paced_holds_a_model_for_its_retry_after_and_reset_opens_it() {
+async fn paced_holds_a_model_for_its_retry_after_up_to_a_cap_and_reset_opens_it() {
     use tower_model_fallback::policy::PacedCooldown;
     let policy = PacedCooldown::new(chain());
     let attempt = begin(&policy, A);
@@ -454,7 +454,9 @@ async fn paced_holds_a_model_for_its_retry_after_and_reset_opens_it() {
     advance(secs(1)).await;
     assert_eq!(policy.hint(A, None), Hint::Available);
 
-    throttle(&policy, A);
+    // An odd header asking for an hour holds the model for the 300 s cap.
+    let attempt = begin(&policy, A);
+    assert_eq!(policy.on_throttle(&attempt, Some(secs(3_600))), secs(300));
     assert!(!policy.hint(A, None).is_available());
     policy.reset_cooldowns();
     assert_eq!(policy.pace(A), None);

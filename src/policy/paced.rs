@@ -39,7 +39,8 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 ///   back goes back to open.
 /// - Only a *fresh* throttle counts: attempts that started before the latest throttle say nothing
 ///   new about the pace, so a burst of throttles from one moment counts once.
-/// - A retry-after hint holds the model for at least that long.
+/// - A retry-after hint holds the model for at least that long, up to `max_retry_after` (300 s), so
+///   one odd header cannot shut a model off for hours.
 ///
 /// Compared with the other policies in the simulator (`cargo run --release --example simulate`), it
 /// keeps more of the primary than [`AdaptiveCooldown`](super::AdaptiveCooldown) with fewer throttled
@@ -63,6 +64,7 @@ pub struct PacedCooldown {
     margin: f64,
     burst: u64,
     quiet: u64,
+    max_retry_after: u64,
     origin: Instant,
     models: Box<[Pace]>,
 }
@@ -107,6 +109,7 @@ impl PacedCooldown {
             margin: 0.95,
             burst: Duration::from_secs(2),
             quiet: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(300),
         }
     }
 
@@ -236,7 +239,8 @@ impl CooldownPolicy for PacedCooldown {
             pace.served_then.store(served, Ordering::Release);
         }
         // The bucket is empty now: the next request one interval from now, and no burst yet.
-        let hold = self.interval(pace, now).max(retry_after.map_or(0, nanos));
+        let hinted = retry_after.map_or(0, |d| nanos(d).min(self.max_retry_after));
+        let hold = self.interval(pace, now).max(hinted);
         let due = now.saturating_add(hold).saturating_add(self.burst);
         pace.due.store(due, Ordering::Release);
         Duration::from_nanos(hold)
@@ -263,6 +267,7 @@ pub struct PacedCooldownBuilder {
     margin: f64,
     burst: Duration,
     quiet: Duration,
+    max_retry_after: Duration,
 }
 
 impl PacedCooldownBuilder {
@@ -285,6 +290,12 @@ impl PacedCooldownBuilder {
         self
     }
 
+    /// The longest a retry-after hint may hold a model (default 300 s).
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
+    }
+
     /// Validates the numbers and builds the policy for `chain`.
     pub fn build(self, chain: ModelChain) -> Result<PacedCooldown, ConfigError> {
         if !(self.margin > 0.0 && self.margin <= 1.0) {
@@ -303,6 +314,7 @@ impl PacedCooldownBuilder {
             margin: self.margin,
             burst: nanos(self.burst),
             quiet: nanos(self.quiet),
+            max_retry_after: nanos(self.max_retry_after),
             origin: Instant::now(),
             models,
         }
