@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::cell::CooldownCell;
+use super::epoch::Epoch;
 use super::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
 use crate::error::ConfigError;
@@ -69,7 +70,7 @@ pub struct AdaptiveCooldown {
     tiers: Box<[Tier]>,
     skip_threshold: Duration,
     max_retry_after: Duration,
-    origin: Instant,
+    epoch: Epoch,
     models: Box<[ModelState]>,
 }
 
@@ -127,7 +128,7 @@ impl AdaptiveCooldown {
             tiers,
             skip_threshold,
             max_retry_after,
-            origin: Instant::now(),
+            epoch: Epoch::start(),
             models,
         }
     }
@@ -217,9 +218,9 @@ impl CooldownPolicy for AdaptiveCooldown {
         let count = u32::try_from(history.len()).unwrap_or(u32::MAX);
         let hinted = retry_after.map_or(Duration::ZERO, |d| d.min(self.max_retry_after));
         let cooldown = self.cooldown_for(count).max(hinted);
-        let running = state.cooldown.remaining(self.origin).unwrap_or_default();
+        let running = state.cooldown.remaining(&self.epoch).unwrap_or_default();
         if !cooldown.is_zero() {
-            state.cooldown.extend_to(self.origin, now + cooldown);
+            state.cooldown.extend_to(&self.epoch, now + cooldown);
         }
         state.throttles.fetch_add(1, Ordering::AcqRel);
         state.dirty.store(true, Ordering::Release);
@@ -227,7 +228,7 @@ impl CooldownPolicy for AdaptiveCooldown {
     }
 
     fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
-        self.models.get(model)?.cooldown.remaining(self.origin)
+        self.models.get(model)?.cooldown.remaining(&self.epoch)
     }
 
     fn reset_cooldowns(&self) {

@@ -3,10 +3,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::epoch::Epoch;
+
 /// When one model's cooldown ends, readable without a lock and without the clock while no cooldown is
 /// set.
 ///
-/// The end is stored as nanoseconds after `origin` plus one, so that zero means "no cooldown".
+/// The end is stored as an [`Epoch`] stamp; zero means "no cooldown".
 #[derive(Debug, Default)]
 pub(crate) struct CooldownCell {
     until: AtomicU64,
@@ -14,10 +16,8 @@ pub(crate) struct CooldownCell {
 
 impl CooldownCell {
     /// Extends the cooldown to end at `until` at the earliest.
-    pub(crate) fn extend_to(&self, origin: Instant, until: Instant) {
-        let stamp = until.saturating_duration_since(origin).as_nanos();
-        let stamp = u64::try_from(stamp).unwrap_or(u64::MAX - 1) + 1;
-        self.until.fetch_max(stamp, Ordering::AcqRel);
+    pub(crate) fn extend_to(&self, epoch: &Epoch, until: Instant) {
+        self.until.fetch_max(epoch.stamp(until), Ordering::AcqRel);
     }
 
     /// Ends the cooldown.
@@ -27,13 +27,12 @@ impl CooldownCell {
 
     /// Time left, or `None` when no cooldown is running. Reads the clock only when one is set, and
     /// forgets a cooldown that has run out so later reads skip the clock again.
-    pub(crate) fn remaining(&self, origin: Instant) -> Option<Duration> {
+    pub(crate) fn remaining(&self, epoch: &Epoch) -> Option<Duration> {
         let until = self.until.load(Ordering::Acquire);
         if until == 0 {
             return None;
         }
-        let now = Instant::now().saturating_duration_since(origin).as_nanos();
-        let now = u64::try_from(now).unwrap_or(u64::MAX - 1) + 1;
+        let now = epoch.now();
         if until > now {
             Some(Duration::from_nanos(until - now))
         } else {

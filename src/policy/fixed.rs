@@ -3,6 +3,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::cell::CooldownCell;
+use super::epoch::Epoch;
 use super::{AttemptInfo, CooldownPolicy, Hint};
 use crate::chain::ModelChain;
 use crate::error::ConfigError;
@@ -27,7 +28,7 @@ use crate::request::TokenCost;
 pub struct FixedCooldown {
     chain: ModelChain,
     cooldown: Duration,
-    origin: Instant,
+    epoch: Epoch,
     models: Box<[CooldownCell]>,
 }
 
@@ -38,7 +39,7 @@ impl FixedCooldown {
         FixedCooldown {
             chain,
             cooldown: Duration::from_secs(60),
-            origin: Instant::now(),
+            epoch: Epoch::start(),
             models,
         }
     }
@@ -76,13 +77,13 @@ impl CooldownPolicy for FixedCooldown {
 
     fn on_throttle(&self, attempt: &AttemptInfo, _retry_after: Option<Duration>) -> Duration {
         if let Some(cell) = self.models.get(attempt.model) {
-            cell.extend_to(self.origin, Instant::now() + self.cooldown);
+            cell.extend_to(&self.epoch, Instant::now() + self.cooldown);
         }
         self.cooldown
     }
 
     fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
-        self.models.get(model)?.remaining(self.origin)
+        self.models.get(model)?.remaining(&self.epoch)
     }
 
     fn reset_cooldowns(&self) {

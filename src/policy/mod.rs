@@ -31,6 +31,7 @@ use crate::request::TokenCost;
 
 mod adaptive;
 mod cell;
+mod epoch;
 mod fixed;
 mod paced;
 mod probing;

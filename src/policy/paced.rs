@@ -1,8 +1,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use super::epoch::{Epoch, nanos};
 use super::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
 use crate::error::ConfigError;
@@ -65,11 +64,11 @@ pub struct PacedCooldown {
     burst: u64,
     quiet: u64,
     max_retry_after: u64,
-    origin: Instant,
+    epoch: Epoch,
     models: Box<[Pace]>,
 }
 
-/// One model's pace. Times are nanoseconds after the policy's origin.
+/// One model's pace. Times are [`Epoch`] stamps.
 #[derive(Debug, Default)]
 struct Pace {
     /// When the next request may start, plus `burst`: the cell-rate algorithm's theoretical arrival
@@ -86,10 +85,6 @@ struct Pace {
     served: AtomicU64,
     /// `(time, served)` every `MARK_EVERY` successes, in two slots, for the first measurement.
     marks: [(AtomicU64, AtomicU64); 2],
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn seconds(nanos: u64) -> f64 {
@@ -111,11 +106,6 @@ impl PacedCooldown {
             quiet: Duration::from_secs(60),
             max_retry_after: Duration::from_secs(300),
         }
-    }
-
-    /// Nanoseconds after the origin, plus one so that no time is 0 (which marks an open model).
-    fn now(&self) -> u64 {
-        nanos(Instant::now().saturating_duration_since(self.origin)).saturating_add(1)
     }
 
     /// The pace in requests per second: the measured rate, crept up since it was measured.
@@ -149,7 +139,7 @@ impl PacedCooldown {
     /// Requests per second `model` is paced at, or `None` while it is open.
     pub fn pace(&self, model: usize) -> Option<f64> {
         let pace = self.models.get(model)?;
-        (pace.due.load(Ordering::Acquire) != 0).then(|| self.rate(pace, self.now()))
+        (pace.due.load(Ordering::Acquire) != 0).then(|| self.rate(pace, self.epoch.now()))
     }
 }
 
@@ -166,7 +156,7 @@ impl CooldownPolicy for PacedCooldown {
         if due == 0 {
             return Hint::Available;
         }
-        let now = self.now();
+        let now = self.epoch.now();
         let interval = self.interval(pace, now);
         loop {
             if now.saturating_add(self.burst) < due {
@@ -204,7 +194,7 @@ impl CooldownPolicy for PacedCooldown {
         if served % MARK_EVERY == 0 {
             let (at, count) = &pace.marks[usize::from((served / MARK_EVERY) % 2 == 1)];
             count.store(served, Ordering::Release);
-            at.store(self.now(), Ordering::Release);
+            at.store(self.epoch.now(), Ordering::Release);
         }
     }
 
@@ -217,7 +207,7 @@ impl CooldownPolicy for PacedCooldown {
             return self.cooldown_remaining(attempt.model).unwrap_or_default();
         }
         pace.throttles.fetch_add(1, Ordering::AcqRel);
-        let now = self.now();
+        let now = self.epoch.now();
         pace.last_throttle.store(now, Ordering::Release);
         let served = pace.served.load(Ordering::Acquire);
         let measured_at = pace.measured_at.load(Ordering::Acquire);
@@ -250,7 +240,7 @@ impl CooldownPolicy for PacedCooldown {
     /// one now); `None` while it is open.
     fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
         let due = self.models.get(model)?.due.load(Ordering::Acquire);
-        let admits_at = self.now().saturating_add(self.burst);
+        let admits_at = self.epoch.now().saturating_add(self.burst);
         (due != 0).then(|| Duration::from_nanos(due.saturating_sub(admits_at)))
     }
 
@@ -315,7 +305,7 @@ impl PacedCooldownBuilder {
             burst: nanos(self.burst),
             quiet: nanos(self.quiet),
             max_retry_after: nanos(self.max_retry_after),
-            origin: Instant::now(),
+            epoch: Epoch::start(),
             models,
         }
     }

@@ -1,8 +1,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use super::epoch::{Epoch, nanos};
 use super::{AdaptiveCooldown, AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
 use crate::classify::ErrorClass;
@@ -27,20 +26,16 @@ pub struct ProbingCooldown {
     inner: AdaptiveCooldown,
     probe_interval: Duration,
     max_probe_interval: Duration,
-    origin: Instant,
+    epoch: Epoch,
     probes: Box<[Probe]>,
 }
 
 #[derive(Debug, Default)]
 struct Probe {
-    /// When the next probe may start, in nanoseconds after `origin` plus one; 0 when not cooling.
+    /// When the next probe may start, as an epoch stamp; 0 when not cooling.
     next: AtomicU64,
     /// The current interval between probes, in nanoseconds.
     interval: AtomicU64,
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl ProbingCooldown {
@@ -80,13 +75,9 @@ impl ProbingCooldown {
             inner,
             probe_interval,
             max_probe_interval,
-            origin: Instant::now(),
+            epoch: Epoch::start(),
             probes,
         }
-    }
-
-    fn now(&self) -> u64 {
-        nanos(Instant::now().saturating_duration_since(self.origin)) + 1
     }
 }
 
@@ -101,7 +92,7 @@ impl CooldownPolicy for ProbingCooldown {
             return hint;
         };
         let next = probe.next.load(Ordering::Acquire);
-        let now = self.now();
+        let now = self.epoch.now();
         if next == 0 {
             return hint;
         }
@@ -154,7 +145,7 @@ impl CooldownPolicy for ProbingCooldown {
             probe.interval.store(interval, Ordering::Release);
             probe
                 .next
-                .store(self.now().saturating_add(wait), Ordering::Release);
+                .store(self.epoch.now().saturating_add(wait), Ordering::Release);
         }
         cooldown
     }
