@@ -17,12 +17,10 @@ use std::sync::Arc;
 
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::operation::converse::builders::ConverseInputBuilder;
-use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, InferenceConfiguration, Message,
-};
+use aws_sdk_bedrockruntime::types::InferenceConfiguration;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_model_fallback::bedrock::{
-    ConverseService, converse_text, endpoint_config, recommended_config,
+    ConverseService, converse_text, endpoint_config, recommended_config, user_message,
 };
 use tower_model_fallback::policy::AdaptiveCooldown;
 use tower_model_fallback::testing::{FakeBedrock, Step};
@@ -76,12 +74,7 @@ async fn main() -> Result<(), BoxError> {
         .service(ConverseService::new(client));
 
     let input = ConverseInputBuilder::default()
-        .messages(
-            Message::builder()
-                .role(ConversationRole::User)
-                .content(ContentBlock::Text(prompt))
-                .build()?,
-        )
+        .messages(user_message(prompt)?)
         .inference_config(InferenceConfiguration::builder().max_tokens(256).build());
     let request = ModelRequest::new(Arc::new(input));
     let served = service.ready().await?.call(request).await?;

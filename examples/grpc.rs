@@ -14,15 +14,16 @@ use std::sync::Arc;
 use aws_sdk_bedrockruntime::operation::converse::builders::ConverseInputBuilder;
 use aws_sdk_bedrockruntime::operation::converse_stream::builders::ConverseStreamInputBuilder;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput,
-    InferenceConfiguration, Message,
+    ContentBlockDelta, ConverseStreamOutput, InferenceConfiguration, Message,
 };
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
 use tower::{BoxError, Layer, ServiceExt};
-use tower_model_fallback::bedrock::{ConverseService, ConverseStreamService, converse_text};
+use tower_model_fallback::bedrock::{
+    ConverseService, ConverseStreamService, converse_text, user_message,
+};
 use tower_model_fallback::policy::AdaptiveCooldown;
 use tower_model_fallback::testing::{FakeBedrock, Step};
 use tower_model_fallback::{Fallback, FallbackLayer, ModelChain, ModelRequest};
@@ -54,10 +55,7 @@ impl Service {
 }
 
 fn message(request: &GenerateRequest) -> Result<(Message, InferenceConfiguration), Status> {
-    let message = Message::builder()
-        .role(ConversationRole::User)
-        .content(ContentBlock::Text(request.prompt.clone()))
-        .build()
+    let message = user_message(request.prompt.clone())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let max_tokens = i32::try_from(request.max_tokens.max(1)).unwrap_or(i32::MAX);
     Ok((

@@ -12,7 +12,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use aws_sdk_bedrockruntime::operation::converse::builders::ConverseInputBuilder;
-use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -21,7 +20,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tower::{BoxError, Layer, ServiceExt};
-use tower_model_fallback::bedrock::{ConverseService, converse_text};
+use tower_model_fallback::bedrock::{ConverseService, converse_text, user_message};
 use tower_model_fallback::policy::AdaptiveCooldown;
 use tower_model_fallback::testing::{FakeBedrock, Step};
 use tower_model_fallback::{Fallback, FallbackLayer, ModelChain, ModelRequest};
@@ -49,11 +48,7 @@ async fn generate(models: Models, request: Request<Incoming>) -> Response<Full<B
         return text(StatusCode::PAYLOAD_TOO_LARGE, "prompt too large\n");
     };
     let prompt = String::from_utf8_lossy(&prompt.to_bytes()).into_owned();
-    let message = Message::builder()
-        .role(ConversationRole::User)
-        .content(ContentBlock::Text(prompt))
-        .build();
-    let Ok(message) = message else {
+    let Ok(message) = user_message(prompt) else {
         return text(StatusCode::BAD_REQUEST, "invalid prompt\n");
     };
     let input = ConverseInputBuilder::default().messages(message);

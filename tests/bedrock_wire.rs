@@ -14,14 +14,13 @@ use aws_sdk_bedrockruntime::operation::invoke_model_with_response_stream::builde
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::error::{ConverseStreamOutputError, ResponseStreamError};
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput, Message,
-    ResponseStream,
+    ContentBlockDelta, ConverseStreamOutput, Message, ResponseStream,
 };
 use aws_sdk_bedrockruntime::{Client, error::SdkError};
 use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_model_fallback::bedrock::{
     ConverseService, ConverseStreamService, EventStream, InvokeModelService,
-    InvokeModelStreamService, converse_text, endpoint_config,
+    InvokeModelStreamService, converse_text, endpoint_config, user_message,
 };
 use tower_model_fallback::classify::{Classify, DefaultClassifier, ErrorClass};
 use tower_model_fallback::policy::AdaptiveCooldown;
@@ -29,11 +28,7 @@ use tower_model_fallback::testing::{FakeBedrock, FakeOperation, Quota, Step};
 use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest, Served};
 
 fn message(text: &str) -> Message {
-    Message::builder()
-        .role(ConversationRole::User)
-        .content(ContentBlock::Text(text.into()))
-        .build()
-        .unwrap()
+    user_message(text).unwrap()
 }
 
 fn converse_input(text: &str) -> Arc<ConverseInputBuilder> {

@@ -7,9 +7,7 @@ use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::{ConfigBag, Intercept, RuntimeComponents, Token};
 use aws_sdk_bedrockruntime::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseOutput};
-use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput, Message,
-};
+use aws_sdk_bedrockruntime::types::{ContentBlockDelta, ConverseStreamOutput, Message};
 use aws_smithy_runtime_api::client::auth::AuthSchemeId;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -20,7 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tower_model_fallback::bedrock::{converse_text, endpoint_config};
+use tower_model_fallback::bedrock::{converse_text, endpoint_config, user_message};
 use tower_model_fallback::gateway::{Gateway, GatewayConfig};
 use tower_model_fallback::testing::{FakeBedrock, Gate, Step};
 
@@ -105,11 +103,7 @@ fn sdk(url: &str, headers: &FallbackHeaders, api_key: Option<&str>) -> Client {
 }
 
 fn message(text: &str) -> Message {
-    Message::builder()
-        .role(ConversationRole::User)
-        .content(ContentBlock::Text(text.into()))
-        .build()
-        .unwrap()
+    user_message(text).unwrap()
 }
 
 /// One Converse call through the gateway, naming `chain`.

@@ -43,16 +43,16 @@ use std::pin::Pin;
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::{self, BehaviorVersion, Credentials, Region};
 
-mod answer;
 mod operation;
 mod stream;
+mod text;
 
-pub use answer::converse_text;
 pub use operation::{
     BedrockService, Converse, ConverseService, ConverseStream, ConverseStreamService, InvokeModel,
     InvokeModelService, InvokeModelStream, InvokeModelStreamService, Operation,
 };
 pub use stream::EventStream;
+pub use text::{converse_text, user_message};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 

@@ -81,11 +81,11 @@ impl Models {
 /// Scripted steps come first; then the quota decides; without one, the model answers.
 ///
 /// ```
-/// use tower_model_fallback::bedrock::ConverseService;
+/// use tower_model_fallback::bedrock::{ConverseService, user_message};
 /// use tower_model_fallback::testing::{FakeBedrock, Quota, Step};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> std::io::Result<()> {
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let fake = FakeBedrock::builder()
 ///     .script("sonnet", [Step::throttle(), Step::ok()])
 ///     .quota("haiku", Quota::new(100, 50_000))
@@ -95,16 +95,9 @@ impl Models {
 /// let answer = client
 ///     .converse()
 ///     .model_id("haiku")
-///     .messages(
-///         aws_sdk_bedrockruntime::types::Message::builder()
-///             .role(aws_sdk_bedrockruntime::types::ConversationRole::User)
-///             .content(aws_sdk_bedrockruntime::types::ContentBlock::Text("hi".into()))
-///             .build()
-///             .unwrap(),
-///     )
+///     .messages(user_message("hi")?)
 ///     .send()
-///     .await
-///     .unwrap();
+///     .await?;
 /// assert_eq!(fake.requests("haiku"), 1);
 /// # let _ = (answer, ConverseService::new(client));
 /// # Ok(())
