@@ -6,7 +6,8 @@ use tokio::time::advance;
 use tower_model_fallback::ModelChain;
 use tower_model_fallback::error::ConfigError;
 use tower_model_fallback::policy::{
-    AdaptiveCooldown, AttemptInfo, CooldownPolicy, FixedCooldown, Hint, Tier,
+    AdaptiveCooldown, AttemptInfo, CooldownPolicy, FixedCooldown, Hint, PacedCooldown,
+    ProbingCooldown, Tier,
 };
 
 const A: usize = 0;
@@ -278,7 +279,6 @@ async fn fixed_cooldown_blocks_for_everyone_until_it_runs_out() {
 
 #[tokio::test(start_paused = true)]
 async fn probing_lets_one_request_probe_a_cooling_model_and_backs_off() {
-    use tower_model_fallback::policy::ProbingCooldown;
     let policy = ProbingCooldown::new(chain());
     throttle(&policy, A);
     assert!(
@@ -318,7 +318,6 @@ async fn probing_lets_one_request_probe_a_cooling_model_and_backs_off() {
 
 #[test]
 fn probing_rejects_invalid_intervals() {
-    use tower_model_fallback::policy::ProbingCooldown;
     let err = ProbingCooldown::with_probes(AdaptiveCooldown::new(chain()), Duration::ZERO, secs(8))
         .unwrap_err();
     assert_eq!(err, ConfigError::InvalidProbeInterval);
@@ -359,7 +358,6 @@ fn near(value: f64, want: f64) -> bool {
 
 #[tokio::test(start_paused = true)]
 async fn paced_admits_at_the_rate_the_model_served_before_its_first_throttle() {
-    use tower_model_fallback::policy::PacedCooldown;
     let policy = PacedCooldown::new(chain());
     assert_eq!(policy.pace(A), None, "open until throttled");
     serve(&policy, A, 32, Duration::from_millis(100)).await;
@@ -382,7 +380,6 @@ async fn paced_admits_at_the_rate_the_model_served_before_its_first_throttle() {
 
 #[tokio::test(start_paused = true)]
 async fn paced_judges_a_model_that_was_quiet_until_a_moment_ago_by_the_busy_moment() {
-    use tower_model_fallback::policy::PacedCooldown;
     let policy = PacedCooldown::new(chain());
     // One success every 10 s for about five minutes, then ten in one second, then a throttle.
     serve(&policy, A, 32, secs(10)).await;
@@ -393,7 +390,6 @@ async fn paced_judges_a_model_that_was_quiet_until_a_moment_ago_by_the_busy_mome
 
 #[tokio::test(start_paused = true)]
 async fn paced_measures_the_refill_between_throttles() {
-    use tower_model_fallback::policy::PacedCooldown;
     let policy = PacedCooldown::new(chain());
     serve(&policy, A, 32, Duration::from_millis(100)).await;
     throttle(&policy, A);
@@ -426,7 +422,6 @@ async fn paced_measures_the_refill_between_throttles() {
 
 #[tokio::test(start_paused = true)]
 async fn paced_opens_again_after_a_quiet_minute_unless_it_is_holding_requests_back() {
-    use tower_model_fallback::policy::PacedCooldown;
     let policy = PacedCooldown::new(chain());
     serve(&policy, A, 32, Duration::from_millis(500)).await;
     throttle(&policy, A);
@@ -445,7 +440,6 @@ async fn paced_opens_again_after_a_quiet_minute_unless_it_is_holding_requests_ba
 
 #[tokio::test(start_paused = true)]
 async fn paced_holds_a_model_for_its_retry_after_up_to_a_cap_and_reset_opens_it() {
-    use tower_model_fallback::policy::PacedCooldown;
     let policy = PacedCooldown::new(chain());
     let attempt = begin(&policy, A);
     assert_eq!(policy.on_throttle(&attempt, Some(secs(30))), secs(30));
@@ -465,7 +459,6 @@ async fn paced_holds_a_model_for_its_retry_after_up_to_a_cap_and_reset_opens_it(
 
 #[test]
 fn paced_rejects_invalid_numbers() {
-    use tower_model_fallback::policy::PacedCooldown;
     for margin in [0.0, -0.5, 1.01, f64::NAN] {
         let err = PacedCooldown::builder()
             .margin(margin)
@@ -488,7 +481,6 @@ fn paced_rejects_invalid_numbers() {
 #[tokio::test(start_paused = true)]
 async fn paced_admission_is_exact_under_concurrent_callers() {
     use std::sync::Arc;
-    use tower_model_fallback::policy::PacedCooldown;
     let policy = Arc::new(PacedCooldown::new(chain()));
     serve(&*policy, A, 32, Duration::from_millis(100)).await;
     throttle(&*policy, A);
