@@ -157,7 +157,6 @@ impl CooldownPolicy for PacedCooldown {
             return Hint::Available;
         }
         let now = self.epoch.now();
-        let interval = self.interval(pace, now);
         loop {
             if now.saturating_add(self.burst) < due {
                 let remaining = Duration::from_nanos(due - self.burst - now);
@@ -168,7 +167,7 @@ impl CooldownPolicy for PacedCooldown {
             let next = if quiet && due <= now {
                 0
             } else {
-                due.max(now).saturating_add(interval)
+                due.max(now).saturating_add(self.interval(pace, now))
             };
             match pace
                 .due
@@ -202,11 +201,18 @@ impl CooldownPolicy for PacedCooldown {
         let Some(pace) = self.models.get(attempt.model) else {
             return Duration::ZERO;
         };
-        if pace.throttles.load(Ordering::Acquire) != attempt.ticket.get() {
-            // A throttle was recorded after this attempt started: this one says nothing new.
+        let ticket = attempt.ticket.get();
+        let fresh = pace.throttles.compare_exchange(
+            ticket,
+            ticket.wrapping_add(1),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if fresh.is_err() {
+            // A throttle was recorded after this attempt started (possibly at this very moment, by
+            // a concurrent attempt): this one says nothing new.
             return self.cooldown_remaining(attempt.model).unwrap_or_default();
         }
-        pace.throttles.fetch_add(1, Ordering::AcqRel);
         let now = self.epoch.now();
         pace.last_throttle.store(now, Ordering::Release);
         let served = pace.served.load(Ordering::Acquire);
@@ -240,8 +246,10 @@ impl CooldownPolicy for PacedCooldown {
     /// one now); `None` while it is open.
     fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
         let due = self.models.get(model)?.due.load(Ordering::Acquire);
-        let admits_at = self.epoch.now().saturating_add(self.burst);
-        (due != 0).then(|| Duration::from_nanos(due.saturating_sub(admits_at)))
+        (due != 0).then(|| {
+            let admits_at = self.epoch.now().saturating_add(self.burst);
+            Duration::from_nanos(due.saturating_sub(admits_at))
+        })
     }
 
     fn reset_cooldowns(&self) {

@@ -88,22 +88,19 @@ impl CooldownPolicy for ProbingCooldown {
 
     fn hint(&self, model: usize, cost: Option<TokenCost>) -> Hint {
         let hint = self.inner.hint(model, cost);
-        let (Hint::Cooling { .. }, Some(probe)) = (hint, self.probes.get(model)) else {
+        let (Hint::Cooling { remaining }, Some(probe)) = (hint, self.probes.get(model)) else {
             return hint;
         };
         let next = probe.next.load(Ordering::Acquire);
-        let now = self.epoch.now();
         if next == 0 {
             return hint;
         }
+        let now = self.epoch.now();
         if now < next {
             // The next probe may come before the cooldown would let requests through.
             let probe_in = Duration::from_nanos(next - now);
-            return match hint {
-                Hint::Cooling { remaining } => Hint::Cooling {
-                    remaining: remaining.min(probe_in),
-                },
-                Hint::Available => Hint::Available,
+            return Hint::Cooling {
+                remaining: remaining.min(probe_in),
             };
         }
         // Claim the probe: only the request whose swap wins tries the model.
