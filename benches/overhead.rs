@@ -216,11 +216,7 @@ fn candidate_list(c: &mut Criterion) {
         let models = chain(n);
         let policy = Arc::new(AdaptiveCooldown::new(models.clone()));
         for i in 0..n - 1 {
-            let attempt = AttemptInfo {
-                model: i,
-                ticket: policy.on_attempt(i, None),
-                cost: None,
-            };
+            let attempt = AttemptInfo::new(i, policy.on_attempt(i, None), None);
             policy.on_throttle(&attempt, None);
         }
         let layer = FallbackLayer::builder_shared(policy).build().unwrap();

@@ -18,7 +18,7 @@ use tower_model_fallback::testing::Quota;
 /// Simulate Bedrock throttling and compare the fallback policies on the same workload and seed.
 #[derive(Parser)]
 struct Args {
-    /// Scenario: default, big-burst, starved-primary, or all.
+    /// Scenario: default, big-burst, starved-primary, flood, or all (all but flood).
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Seed of every random draw.

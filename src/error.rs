@@ -227,20 +227,32 @@ impl Error for FallbackError {
     }
 }
 
-/// Every candidate model is cooling down and the layer was told to fail fast.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Every untried candidate model is cooling down and the layer was told to fail fast (or to wait,
+/// and the request's deadline comes first).
+///
+/// A request that had already tried some models lists them in [`attempts`](Self::attempts).
+#[derive(Debug)]
 pub struct CoolingDown {
     retry_after: Duration,
+    attempts: Vec<FailedAttempt>,
 }
 
 impl CoolingDown {
-    pub(crate) fn new(retry_after: Duration) -> Self {
-        CoolingDown { retry_after }
+    pub(crate) fn new(retry_after: Duration, attempts: Vec<FailedAttempt>) -> Self {
+        CoolingDown {
+            retry_after,
+            attempts,
+        }
     }
 
     /// How long until the policy lets new requests try one of the candidates again.
     pub fn retry_after(&self) -> Duration {
         self.retry_after
+    }
+
+    /// The attempts this request made before every remaining candidate was cooling.
+    pub fn attempts(&self) -> &[FailedAttempt] {
+        &self.attempts
     }
 }
 
@@ -250,11 +262,18 @@ impl fmt::Display for CoolingDown {
             f,
             "every candidate model is cooling down; retry after {:.1} s",
             self.retry_after.as_secs_f64()
-        )
+        )?;
+        write_attempts(f, &self.attempts)
     }
 }
 
-impl Error for CoolingDown {}
+impl Error for CoolingDown {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.attempts
+            .last()
+            .map(|a| &*a.error as &(dyn Error + 'static))
+    }
+}
 
 /// The request's deadline passed before a model answered.
 #[derive(Debug)]

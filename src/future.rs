@@ -34,8 +34,6 @@ pin_project! {
         // Boxed so that requests without either carry no timer at all.
         timer: Option<Pin<Box<Sleep>>>,
         service: S,
-        // Whether `service` has been polled ready and not called since.
-        ready: bool,
         plan: Plan<B>,
         span: Span,
     }
@@ -44,10 +42,14 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        // Between attempts: pick a model, poll the service ready, call it.
+        // Between attempts: pick the next model.
         Idle,
+        // A model is picked and its attempt admitted; waiting for the service to be ready. The pick
+        // is kept so that a pending service never makes the policy decide (and admit) twice.
+        Checking { model: usize },
         Calling { #[pin] future: F },
-        // Every candidate is cooling and the layer waits for the soonest to end.
+        // Every candidate is cooling and the layer waits for the soonest to end, holding no
+        // readiness of the inner service.
         Waiting,
         // Decided before the first poll.
         Failed { error: Option<BoxError> },
@@ -57,7 +59,7 @@ pin_project! {
 
 impl<S, B> ResponseFuture<S, B>
 where
-    S: Service<ModelRequest<B>>,
+    S: Service<ModelRequest<B>> + Clone,
     S::Error: Into<BoxError>,
     B: Clone,
 {
@@ -75,23 +77,27 @@ where
             Some(picked) => plan.step_for(picked),
             None => plan.next_step(),
         };
-        let (state, ready) = match step {
+        let state = match step {
             Step::Attempt(model) => {
-                let future = plan.start(model, &mut service);
-                (State::Calling { future }, false)
+                plan.admit(model);
+                State::Calling {
+                    future: plan.call(model, &mut service),
+                }
             }
             Step::Wait(duration) => {
                 set_timer(&mut timer, Instant::now() + duration);
-                (State::Waiting, true)
+                // Give back what `poll_ready` reserved (a concurrency permit, a buffer slot) rather
+                // than hold it while sleeping; the attempt after the wait polls readiness again.
+                service = service.clone();
+                State::Waiting
             }
-            Step::Finish(error) => (State::Failed { error: Some(error) }, true),
+            Step::Finish(error) => State::Failed { error: Some(error) },
         };
         drop(guard);
         ResponseFuture {
             state,
             timer,
             service,
-            ready,
             plan,
             span,
         }
@@ -100,7 +106,7 @@ where
 
 impl<S, B> Future for ResponseFuture<S, B>
 where
-    S: Service<ModelRequest<B>>,
+    S: Service<ModelRequest<B>> + Clone,
     S::Error: Into<BoxError>,
     B: Clone,
 {
@@ -131,6 +137,26 @@ where
                         return Poll::Pending;
                     }
                 },
+                StateProj::Checking { model } => {
+                    let model = *model;
+                    match this.service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let future = this.plan.call(model, this.service);
+                            this.state.set(State::Calling { future });
+                        }
+                        Poll::Ready(Err(error)) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(this.plan.not_ready(error.into())));
+                        }
+                        Poll::Pending => {
+                            if timer_fired(this.timer, cx) {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(this.plan.deadline_passed()));
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                }
                 StateProj::Waiting => {
                     if let Some(timer) = this.timer.as_mut() {
                         ready!(timer.as_mut().poll(cx));
@@ -144,27 +170,8 @@ where
                 }
                 StateProj::Idle => match this.plan.next_step() {
                     Step::Attempt(model) => {
-                        if !*this.ready {
-                            match this.service.poll_ready(cx) {
-                                Poll::Ready(Ok(())) => *this.ready = true,
-                                Poll::Ready(Err(error)) => {
-                                    this.state.set(State::Done);
-                                    return Poll::Ready(Err(this
-                                        .plan
-                                        .not_ready(model, error.into())));
-                                }
-                                Poll::Pending => {
-                                    if timer_fired(this.timer, cx) {
-                                        this.state.set(State::Done);
-                                        return Poll::Ready(Err(this.plan.deadline_passed()));
-                                    }
-                                    return Poll::Pending;
-                                }
-                            }
-                        }
-                        let future = this.plan.start(model, this.service);
-                        *this.ready = false;
-                        this.state.set(State::Calling { future });
+                        this.plan.admit(model);
+                        this.state.set(State::Checking { model });
                     }
                     Step::Wait(duration) => {
                         set_timer(this.timer, Instant::now() + duration);
@@ -251,11 +258,10 @@ struct Plan<B> {
     request: ModelRequest<B>,
     /// Chain indexes already attempted.
     tried: u64,
-    /// Set when the request arrived with every candidate cooling and tries them anyway.
-    trying_cooling: bool,
     max_attempts: u32,
     failed: Vec<FailedAttempt>,
-    /// The running attempt: chain index and ticket.
+    /// The admitted attempt (picked, perhaps still waiting for readiness, or running): chain index
+    /// and ticket. The policy hears exactly one outcome for it.
     current: Option<(usize, Ticket)>,
     finished: bool,
 }
@@ -274,11 +280,11 @@ impl<B: Clone> Plan<B> {
         let max_attempts = request
             .max_attempts()
             .map_or(shared.max_attempts, |n| n.min(shared.max_attempts));
+        shared.stats.request();
         Plan {
             shared,
             request,
             tried: 0,
-            trying_cooling: false,
             max_attempts,
             failed: Vec::new(),
             current: None,
@@ -335,30 +341,25 @@ impl<B: Clone> Plan<B> {
         self.step_for(picked)
     }
 
-    /// What to do with the model `pick` chose (hints have side effects, so a pick is never redone).
+    /// What to do with the model `pick` chose (hints may hand out capacity, so a pick is never
+    /// redone). A model that started cooling while this request ran is skipped while another
+    /// untried candidate is available; when none is, the request does what a new one would.
     #[inline(never)]
     fn step_for(&mut self, picked: Pick) -> Step {
         match picked {
             Pick::Available(model) => Step::Attempt(model),
             Pick::Exhausted => Step::Finish(self.exhausted()),
-            Pick::Cooling(model, _) if self.trying_cooling => Step::Attempt(model),
-            // Models that started cooling while this request ran are skipped, not hammered.
-            Pick::Cooling(..) if !self.failed.is_empty() => Step::Finish(self.exhausted()),
             Pick::Cooling(model, remaining) => match self.shared.when_all_cooling {
-                WhenAllCooling::TryAnyway => {
-                    self.trying_cooling = true;
-                    Step::Attempt(model)
-                }
-                WhenAllCooling::FailFast => {
-                    Step::Finish(self.finish(CoolingDown::new(remaining).into()))
-                }
+                WhenAllCooling::TryAnyway => Step::Attempt(model),
+                WhenAllCooling::FailFast => Step::Finish(self.cooling_down(remaining)),
                 WhenAllCooling::Wait => {
+                    // An attempt must be able to start before the deadline, not at it.
                     let too_late = self
                         .request
                         .deadline()
-                        .is_some_and(|deadline| Instant::now() + remaining > deadline);
+                        .is_some_and(|deadline| Instant::now() + remaining >= deadline);
                     if too_late {
-                        Step::Finish(self.finish(CoolingDown::new(remaining).into()))
+                        Step::Finish(self.cooling_down(remaining))
                     } else {
                         tracing::debug!(
                             wait_ms = remaining.as_millis() as u64,
@@ -371,31 +372,31 @@ impl<B: Clone> Plan<B> {
         }
     }
 
+    /// Admits an attempt on `model`: the policy hands out its ticket and from now on expects one
+    /// outcome for it.
     #[inline]
-    fn start<S>(&mut self, model: usize, service: &mut S) -> S::Future
-    where
-        S: Service<ModelRequest<B>>,
-    {
-        let policy = &*self.shared.policy;
-        let cost = self.request.cost();
-        let ticket = policy.on_attempt(model, cost);
+    fn admit(&mut self, model: usize) {
+        let ticket = self.shared.policy.on_attempt(model, self.request.cost());
         self.current = Some((model, ticket));
         self.tried |= 1 << model;
         self.shared.stats.attempt(model);
-        let id = self.id(model);
+    }
+
+    /// Calls `service`, which was polled ready, for the admitted attempt on `model`.
+    #[inline]
+    fn call<S>(&mut self, model: usize, service: &mut S) -> S::Future
+    where
+        S: Service<ModelRequest<B>>,
+    {
         let mut request = self.request.clone();
-        request.set_model(id);
+        request.set_model(self.id(model));
         service.call(request)
     }
 
     /// Ends the running attempt, with what the policy needs to hear about it.
     fn take_attempt(&mut self) -> Option<AttemptInfo> {
         let (model, ticket) = self.current.take()?;
-        Some(AttemptInfo {
-            model,
-            ticket,
-            cost: self.request.cost(),
-        })
+        Some(AttemptInfo::new(model, ticket, self.request.cost()))
     }
 
     fn succeeded<R>(&mut self, response: R) -> Served<R> {
@@ -442,19 +443,33 @@ impl<B: Clone> Plan<B> {
     }
 
     /// The service of a later attempt failed to become ready: it is broken, so the request ends.
-    fn not_ready(&mut self, model: usize, error: BoxError) -> BoxError {
-        let id = self.id(model);
-        self.failed
-            .push(FailedAttempt::new(id, ErrorClass::Fatal, None, error));
+    /// The model was never called, so its attempt counts as cancelled.
+    fn not_ready(&mut self, error: BoxError) -> BoxError {
+        if let Some(model) = self.cancel_attempt() {
+            let id = self.id(model);
+            self.failed
+                .push(FailedAttempt::new(id, ErrorClass::Fatal, None, error));
+        }
         self.exhausted()
     }
 
     fn deadline_passed(&mut self) -> BoxError {
-        if let Some((model, _)) = self.current.take() {
-            self.shared.stats.attempt_cancelled(model);
-        }
+        self.cancel_attempt();
         let error = DeadlineExceeded::new(mem::take(&mut self.failed));
         self.finish(error.into())
+    }
+
+    fn cooling_down(&mut self, retry_after: Duration) -> BoxError {
+        let error = CoolingDown::new(retry_after, mem::take(&mut self.failed));
+        self.finish(error.into())
+    }
+
+    /// Ends the admitted attempt without an outcome from the model; returns its chain index.
+    fn cancel_attempt(&mut self) -> Option<usize> {
+        let attempt = self.take_attempt()?;
+        self.shared.policy.on_cancelled(&attempt);
+        self.shared.stats.attempt_cancelled(attempt.model);
+        Some(attempt.model)
     }
 
     fn exhausted(&mut self) -> BoxError {
@@ -472,7 +487,9 @@ impl<B: Clone> Plan<B> {
 
 impl<B> Drop for Plan<B> {
     fn drop(&mut self) {
-        if let Some((model, _)) = self.current.take() {
+        if let Some((model, ticket)) = self.current.take() {
+            let attempt = AttemptInfo::new(model, ticket, self.request.cost());
+            self.shared.policy.on_cancelled(&attempt);
             self.shared.stats.attempt_cancelled(model);
         }
         if !self.finished {

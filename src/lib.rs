@@ -81,6 +81,7 @@ mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod stats;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(feature = "testing")]

@@ -1,9 +1,16 @@
 //! Counters per model and per layer, and the snapshot that reports them.
 //!
-//! Recording is a few relaxed atomic increments per attempt; nothing is derived until a snapshot is
-//! taken. Counters that can be derived (in-flight attempts, served requests) are not stored.
+//! Recording is a few atomic increments per request and attempt; nothing is derived until a
+//! snapshot is taken. Counters that can be derived (in-flight requests and attempts, served
+//! requests) are not stored.
+//!
+//! Every count that ends something (a success, a failure, a cancellation) is written with `Release`
+//! after the count that started it, and a snapshot reads the ends before the starts with `Acquire`,
+//! so derived in-flight counts never go negative and `requests = served + failed + cancelled +
+//! in_flight` holds in every snapshot.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use crate::sync::AtomicU64;
+use crate::sync::Ordering::{Acquire, Relaxed, Release};
 
 use crate::policy::CooldownPolicy;
 use crate::request::ModelId;
@@ -20,6 +27,7 @@ struct ModelCounters {
 /// The live counters behind [`StatsSnapshot`].
 #[derive(Debug)]
 pub(crate) struct Stats {
+    requests: AtomicU64,
     failed: AtomicU64,
     cancelled: AtomicU64,
     models: Box<[ModelCounters]>,
@@ -28,26 +36,32 @@ pub(crate) struct Stats {
 impl Stats {
     pub(crate) fn new(models: usize) -> Self {
         Stats {
-            failed: AtomicU64::new(0),
-            cancelled: AtomicU64::new(0),
+            requests: AtomicU64::default(),
+            failed: AtomicU64::default(),
+            cancelled: AtomicU64::default(),
             models: (0..models).map(|_| ModelCounters::default()).collect(),
         }
     }
 
     fn model(&self, model: usize, f: impl FnOnce(&ModelCounters) -> &AtomicU64) {
         if let Some(counters) = self.models.get(model) {
-            f(counters).fetch_add(1, Relaxed);
+            f(counters).fetch_add(1, Release);
         }
     }
 
+    pub(crate) fn request(&self) {
+        self.requests.fetch_add(1, Relaxed);
+    }
     pub(crate) fn request_failed(&self) {
-        self.failed.fetch_add(1, Relaxed);
+        self.failed.fetch_add(1, Release);
     }
     pub(crate) fn request_cancelled(&self) {
-        self.cancelled.fetch_add(1, Relaxed);
+        self.cancelled.fetch_add(1, Release);
     }
     pub(crate) fn attempt(&self, model: usize) {
-        self.model(model, |c| &c.attempts);
+        if let Some(counters) = self.models.get(model) {
+            counters.attempts.fetch_add(1, Relaxed);
+        }
     }
     /// A success also means the request was served by `model`.
     pub(crate) fn success(&self, model: usize) {
@@ -70,22 +84,25 @@ impl Stats {
             .iter()
             .enumerate()
             .map(|(i, c)| {
+                // Ends first, then starts (see the module docs).
+                let successes = c.successes.load(Acquire);
+                let throttles = c.throttles.load(Acquire);
+                let failures = c.failures.load(Acquire);
+                let cancelled = c.cancelled.load(Acquire);
                 let attempts = c.attempts.load(Relaxed);
-                let successes = c.successes.load(Relaxed);
-                let throttles = c.throttles.load(Relaxed);
-                let failures = c.failures.load(Relaxed);
-                let cancelled = c.cancelled.load(Relaxed);
                 let finished = successes + throttles + failures;
-                let remaining = policy.cooldown_remaining(i);
+                let cooldown = policy.cooldown_remaining(i);
+                let reopens_in = cooldown.and_then(|_| policy.reopens_in(i));
                 ModelStats {
                     id: chain.get(i).cloned().unwrap_or_else(|| ModelId::new("")),
                     name: chain.display_name(i).to_owned(),
-                    status: if remaining.is_some() {
-                        ModelStatus::CoolingDown
-                    } else {
-                        ModelStatus::Available
+                    status: match (cooldown, reopens_in) {
+                        (None, _) => ModelStatus::Available,
+                        (Some(_), Some(_)) => ModelStatus::Skipped,
+                        (Some(_), None) => ModelStatus::Reopening,
                     },
-                    cooldown_remaining_s: remaining.map_or(0.0, |d| d.as_secs_f64()),
+                    cooldown_remaining_s: cooldown.map_or(0.0, |d| d.as_secs_f64()),
+                    reopens_in_s: reopens_in.map_or(0.0, |d| d.as_secs_f64()),
                     attempts,
                     successes,
                     throttles,
@@ -98,12 +115,9 @@ impl Stats {
             .collect();
         let served_by_primary = models.first().map_or(0, |m| m.successes);
         let served: u64 = models.iter().map(|m| m.successes).sum();
-        let failed = self.failed.load(Relaxed);
-        let cancelled = self.cancelled.load(Relaxed);
-        // Requests are not counted as they arrive (one atomic less per call): a request is either
-        // finished (served, failed, cancelled) or has an attempt running.
-        let in_flight: u64 = models.iter().map(|m| m.in_flight).sum();
-        let requests = served + failed + cancelled + in_flight;
+        let failed = self.failed.load(Acquire);
+        let cancelled = self.cancelled.load(Acquire);
+        let requests = self.requests.load(Relaxed).max(served + failed + cancelled);
         StatsSnapshot {
             totals: Totals {
                 requests,
@@ -112,7 +126,7 @@ impl Stats {
                 served_by_fallback: served - served_by_primary,
                 failed,
                 cancelled,
-                in_flight,
+                in_flight: requests - (served + failed + cancelled),
                 primary_usage: ratio(served_by_primary, served + failed),
             },
             models,
@@ -124,15 +138,20 @@ fn ratio(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
 }
 
-/// Whether a model is in a cooldown right now.
+/// What new requests do with a model right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum ModelStatus {
-    /// No cooldown.
+    /// No cooldown: new requests try it in chain order.
     Available,
-    /// A cooldown is running (new requests may still try the model near its end).
-    CoolingDown,
+    /// Cooling: new requests skip it while another candidate is available, for
+    /// [`reopens_in_s`](ModelStats::reopens_in_s) more seconds.
+    Skipped,
+    /// A cooldown is still running but new requests try the model again (the adaptive policy's last
+    /// 2 s, a paced model that admits requests now); the first fresh success ends it.
+    Reopening,
 }
 
 /// One model's counters.
@@ -144,10 +163,14 @@ pub struct ModelStats {
     pub id: ModelId,
     /// Its display name (the id when none was given).
     pub name: String,
-    /// Whether it is cooling down.
+    /// What new requests do with it.
     pub status: ModelStatus,
-    /// Seconds of cooldown left (0 when available).
+    /// Seconds until the cooldown ends (0 when there is none).
     pub cooldown_remaining_s: f64,
+    /// Seconds until new requests try the model again (0 when they do now). The same time as
+    /// [`CoolingDown::retry_after`](crate::error::CoolingDown::retry_after); shorter than
+    /// `cooldown_remaining_s` by the policy's skip threshold.
+    pub reopens_in_s: f64,
     /// Attempts started.
     pub attempts: u64,
     /// Attempts that succeeded; each served a request.
@@ -169,7 +192,7 @@ pub struct ModelStats {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Totals {
-    /// Requests received.
+    /// Requests received: always `served + failed + cancelled + in_flight`.
     pub requests: u64,
     /// Requests answered by some model.
     pub served: u64,
@@ -181,7 +204,7 @@ pub struct Totals {
     pub failed: u64,
     /// Requests dropped by the caller before they finished.
     pub cancelled: u64,
-    /// Requests running now.
+    /// Requests running now, including those between attempts or waiting out a cooldown.
     pub in_flight: u64,
     /// Share of finished requests (served or failed) that the primary answered, from 0 to 1.
     pub primary_usage: Option<f64>,

@@ -7,6 +7,7 @@ use tower::{BoxError, Layer, ServiceExt};
 use tower_model_fallback::classify::{ErrorClass, StatusError};
 use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError, UnknownModel};
 use tower_model_fallback::policy::AdaptiveCooldown;
+use tower_model_fallback::stats::ModelStatus;
 use tower_model_fallback::testing::{ScriptedModels, Step};
 use tower_model_fallback::{
     Fallback, FallbackLayer, ModelChain, ModelRequest, Served, WhenAllCooling,
@@ -322,7 +323,7 @@ async fn all_cooling_wait_sleeps_until_the_soonest_expiry() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn models_that_start_cooling_mid_request_are_skipped() {
+async fn models_that_start_cooling_mid_request_are_skipped_while_another_is_untried() {
     // A fails (not a throttle); meanwhile another request throttled B; C serves.
     let models = ScriptedModels::new()
         .script(
@@ -379,21 +380,19 @@ async fn stats_report_usage_and_reset_clears_cooldowns() {
     assert_eq!(stats.totals.primary_usage, Some(0.0));
     let a = &stats.models[0];
     assert_eq!((a.attempts, a.throttles, a.successes), (1, 1, 0));
-    assert_eq!(
-        a.status,
-        tower_model_fallback::stats::ModelStatus::CoolingDown
-    );
+    assert_eq!(a.status, ModelStatus::Skipped);
     assert_eq!(a.cooldown_remaining_s, 10.0);
+    assert_eq!(
+        a.reopens_in_s, 8.0,
+        "new requests try A again with 2 s left"
+    );
     assert_eq!(a.success_rate, Some(0.0));
     assert_eq!(stats.models[1].success_rate, Some(1.0));
 
     layer.reset_cooldowns();
     send(&svc, ModelRequest::new(())).await.unwrap();
     let stats = layer.stats();
-    assert_eq!(
-        stats.models[0].status,
-        tower_model_fallback::stats::ModelStatus::Available
-    );
+    assert_eq!(stats.models[0].status, ModelStatus::Available);
     assert_eq!(stats.totals.served_by_primary, 1);
     assert_eq!(stats.totals.primary_usage, Some(0.2));
 }
@@ -408,4 +407,96 @@ async fn stats_serialize_to_json() {
     assert_eq!(json["models"][0]["id"], "A");
     assert_eq!(json["models"][0]["status"], "available");
     assert_eq!(json["totals"]["primary_usage"], 1.0);
+}
+
+/// A request running on A while another user's request throttles B (chain A, B).
+async fn b_cools_while_a_runs(
+    mode: WhenAllCooling,
+) -> (Result<Served<ScriptedReply>, BoxError>, ScriptedModels) {
+    let gate = tower_model_fallback::testing::Gate::new();
+    let models = ScriptedModels::new()
+        .script(
+            "A",
+            [Step::error("ServiceUnavailableException").held_by(&gate)],
+        )
+        .script("B", [Step::throttle()]);
+    let chain = ModelChain::new(["A", "B"]).unwrap();
+    let layer = FallbackLayer::builder(AdaptiveCooldown::new(chain))
+        .when_all_cooling(mode)
+        .build()
+        .unwrap();
+    let svc = layer.layer(models.clone());
+    let running = tokio::spawn(svc.clone().oneshot(ModelRequest::new(())));
+    gate.arrived().await;
+    send(&svc, ModelRequest::new(()).pinned("B"))
+        .await
+        .unwrap_err();
+    assert!(!layer.policy().hint(1, None).is_available(), "B is cooling");
+    gate.open();
+    (running.await.unwrap(), models)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_model_that_started_cooling_mid_request_is_tried_when_it_is_the_last_one() {
+    let (result, models) = b_cools_while_a_runs(WhenAllCooling::TryAnyway).await;
+    let served = result.expect("B could answer, so the request must not fail");
+    assert_eq!(served.model(), "B");
+    assert_eq!(models.calls("B"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mid_request_all_cooling_fails_fast_with_cooling_down() {
+    let (result, models) = b_cools_while_a_runs(WhenAllCooling::FailFast).await;
+    let err = result.unwrap_err();
+    let cooling = err.downcast_ref::<CoolingDown>().expect("CoolingDown");
+    assert_eq!(cooling.retry_after(), Duration::from_secs(8));
+    assert_eq!(models.calls("B"), 1, "only the throttled pinned call");
+}
+
+#[tokio::test(start_paused = true)]
+async fn mid_request_all_cooling_waits_then_tries() {
+    let start = Instant::now();
+    let (result, _) = b_cools_while_a_runs(WhenAllCooling::Wait).await;
+    assert_eq!(result.unwrap().model(), "B");
+    assert_eq!(Instant::now() - start, Duration::from_secs(8));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_with_a_deadline_at_the_reopening_fails_at_once() {
+    let models = ScriptedModels::new();
+    let svc = layer(WhenAllCooling::Wait).layer(models.clone());
+    cool_everything(&svc, &models).await;
+    // A reopens to new requests in exactly 5 s: a deadline then leaves no time for an attempt.
+    let start = Instant::now();
+    let err = send(
+        &svc,
+        ModelRequest::new(()).with_deadline(start + Duration::from_secs(5)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is::<CoolingDown>(), "{err}");
+    assert_eq!(Instant::now(), start, "no sleep in vain");
+    assert_eq!(models.total_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_stats_count_a_request_that_waits_out_a_cooldown() {
+    let models = ScriptedModels::new();
+    let svc = layer(WhenAllCooling::Wait).layer(models.clone());
+    cool_everything(&svc, &models).await;
+    let before = svc.stats().totals;
+    let mut call = tokio_test::task::spawn(svc.clone().oneshot(ModelRequest::new(())));
+    tokio_test::assert_pending!(call.poll());
+    let t = svc.stats().totals;
+    assert_eq!(
+        t.requests,
+        before.requests + 1,
+        "a waiting request is counted"
+    );
+    assert_eq!(t.in_flight, 1);
+    assert_eq!(t.requests, t.served + t.failed + t.cancelled + t.in_flight);
+    drop(call);
+    let t = svc.stats().totals;
+    assert_eq!((t.in_flight, t.cancelled), (0, 1));
+    assert_eq!(t.requests, t.served + t.failed + t.cancelled + t.in_flight);
 }

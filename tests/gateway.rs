@@ -226,10 +226,11 @@ async fn a_throttled_primary_is_served_by_the_next_model_and_stats_show_it() {
     let primary = &s["stats"]["models"][0];
     assert_eq!(primary["id"], PRIMARY);
     assert_eq!(primary["name"], "Claude Sonnet 4");
-    assert_eq!(primary["status"], "cooling_down");
+    assert_eq!(primary["status"], "skipped");
     assert_eq!(primary["throttles"], 1);
     assert_eq!(primary["success_rate"], 0.0);
     assert!(primary["cooldown_remaining_s"].as_f64().unwrap() > 9.0);
+    assert!(primary["reopens_in_s"].as_f64().unwrap() > 7.0);
     assert_eq!(s["stats"]["served_by_fallback"], 2);
     assert_eq!(s["stats"]["primary_usage_percent"], 0.0);
 
@@ -244,7 +245,7 @@ async fn a_throttled_primary_is_served_by_the_next_model_and_stats_show_it() {
     assert_eq!(status, 403);
     assert_eq!(
         stats(&gw.url).await["stats"]["models"][0]["status"],
-        "cooling_down"
+        "skipped"
     );
     let (status, _, _) = http("POST", &reset, Some("admin-secret"), "").await;
     assert_eq!(status, 200);

@@ -22,11 +22,7 @@ fn secs(s: u64) -> Duration {
 
 /// Starts an attempt on `model` and returns what the policy needs to hear its outcome.
 fn begin(policy: &dyn CooldownPolicy, model: usize) -> AttemptInfo {
-    AttemptInfo {
-        model,
-        ticket: policy.on_attempt(model, None),
-        cost: None,
-    }
+    AttemptInfo::new(model, policy.on_attempt(model, None), None)
 }
 
 fn throttle(policy: &dyn CooldownPolicy, model: usize) -> Duration {
@@ -406,10 +402,7 @@ async fn paced_measures_the_refill_between_throttles() {
     assert!(near(hold.as_secs_f64(), 1.0 / 1.9), "{hold:?}");
 
     // An attempt that started before that throttle and is throttled too says nothing new.
-    let straggler = AttemptInfo {
-        ticket: tower_model_fallback::policy::Ticket::new(0),
-        ..begin(&policy, A)
-    };
+    let straggler = AttemptInfo::new(A, tower_model_fallback::policy::Ticket::new(0), None);
     advance(secs(6)).await;
     policy.on_throttle(&straggler, None);
     assert!(
@@ -505,4 +498,21 @@ async fn paced_admission_is_exact_under_concurrent_callers() {
         admitted += thread.await.unwrap();
     }
     assert_eq!(admitted, capacity);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_of_one_moment_count_once() {
+    let policy = AdaptiveCooldown::new(chain());
+    // Four attempts in flight together, all throttled: one empty quota, seen four times.
+    let attempts: Vec<_> = (0..4).map(|_| begin(&policy, A)).collect();
+    for attempt in &attempts {
+        assert_eq!(policy.on_throttle(attempt, None), secs(10));
+    }
+    assert_eq!(policy.cooldown_remaining(A), Some(secs(10)));
+    // A stale throttle may still lengthen the cooldown by its retry-after hint.
+    let stale = policy.on_throttle(&attempts[0], Some(secs(20)));
+    assert_eq!(stale, secs(20));
+    // An attempt that starts after the throttle and is throttled too is new evidence.
+    advance(secs(9)).await;
+    assert_eq!(throttle(&policy, A), secs(30));
 }

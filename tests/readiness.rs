@@ -1,12 +1,15 @@
 //! The tower contract: readiness is forwarded, and no service is called unless it was polled ready.
 //! tower-test's mocks panic when called unready, and their clones start unready.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio_test::{assert_pending, assert_ready, assert_ready_err, assert_ready_ok, task};
-use tower::BoxError;
+use tower::{BoxError, ServiceBuilder, ServiceExt};
 use tower_model_fallback::classify::StatusError;
 use tower_model_fallback::error::FallbackError;
-use tower_model_fallback::policy::AdaptiveCooldown;
-use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest};
+use tower_model_fallback::policy::{AdaptiveCooldown, AttemptInfo, CooldownPolicy, Hint, Ticket};
+use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest, TokenCost, WhenAllCooling};
 use tower_test::mock;
 
 type Req = ModelRequest<&'static str>;
@@ -102,4 +105,104 @@ async fn a_readiness_error_on_a_later_attempt_ends_the_request_with_the_trail() 
         task::spawn(handle.next_request()).poll(),
         "B was never called"
     );
+}
+
+/// Counts `hint` calls of the policy it wraps.
+#[derive(Debug)]
+struct CountingHints {
+    inner: AdaptiveCooldown,
+    hints: std::sync::atomic::AtomicUsize,
+}
+
+impl CooldownPolicy for CountingHints {
+    fn chain(&self) -> &ModelChain {
+        self.inner.chain()
+    }
+    fn hint(&self, model: usize, cost: Option<TokenCost>) -> Hint {
+        self.hints
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.hint(model, cost)
+    }
+    fn on_attempt(&self, model: usize, cost: Option<TokenCost>) -> Ticket {
+        self.inner.on_attempt(model, cost)
+    }
+    fn on_success(&self, attempt: &AttemptInfo) {
+        self.inner.on_success(attempt)
+    }
+    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
+        self.inner.on_throttle(attempt, retry_after)
+    }
+    fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
+        self.inner.cooldown_remaining(model)
+    }
+    fn reset_cooldowns(&self) {
+        self.inner.reset_cooldowns()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pick_is_made_once_however_long_readiness_is_pending() {
+    let policy = Arc::new(CountingHints {
+        inner: AdaptiveCooldown::new(ModelChain::new(["A", "B"]).unwrap()),
+        hints: Default::default(),
+    });
+    let hints = || policy.hints.load(std::sync::atomic::Ordering::Relaxed);
+    let layer = FallbackLayer::builder_shared(policy.clone())
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &str, _>(layer);
+    handle.allow(1);
+    assert_ready_ok!(svc.poll_ready());
+    let mut response = task::spawn(svc.call(ModelRequest::new("hi")));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(throttle());
+
+    assert_pending!(response.poll());
+    let after_pick = hints();
+    for _ in 0..5 {
+        assert_pending!(response.poll());
+    }
+    assert_eq!(
+        hints(),
+        after_pick,
+        "no new pick while readiness is pending"
+    );
+    handle.allow(1);
+    assert_pending!(response.poll());
+    let (request, send) = handle.next_request().await.unwrap();
+    assert_eq!(request.model().unwrap(), "B");
+    send.send_response("from B");
+    assert_eq!(assert_ready_ok!(response.poll()).model(), "B");
+    assert_eq!(hints(), after_pick);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_out_a_cooldown_does_not_hold_the_inner_readiness() {
+    let chain = ModelChain::new(["A"]).unwrap();
+    let layer = FallbackLayer::builder(AdaptiveCooldown::new(chain))
+        .when_all_cooling(WhenAllCooling::Wait)
+        .build()
+        .unwrap();
+    let models = tower_model_fallback::testing::ScriptedModels::new()
+        .script("A", [tower_model_fallback::testing::Step::throttle()]);
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .concurrency_limit(1)
+        .service(models.clone());
+    // The throttle cools A; the next request waits for it with the only permit it got from
+    // `poll_ready`, unless it gives the permit back first.
+    svc.clone()
+        .oneshot(ModelRequest::new("one"))
+        .await
+        .unwrap_err();
+    let mut waiting = task::spawn(svc.clone().oneshot(ModelRequest::new("two")));
+    assert_pending!(waiting.poll());
+    let mut other = svc.clone();
+    let mut ready =
+        task::spawn(async move { ServiceExt::<Req>::ready(&mut other).await.map(|_| ()) });
+    assert_ready_ok!(ready.poll(), "another caller gets the permit at once");
+    drop(ready);
+    tokio::time::advance(Duration::from_secs(8)).await;
+    assert_eq!(assert_ready_ok!(waiting.poll()).model(), "A");
+    assert_eq!(models.calls("A"), 2);
 }

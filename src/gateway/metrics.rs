@@ -23,8 +23,10 @@ pub(super) fn render(
     let failures = Counters::default();
     let cooling = Gauges::default();
     let cooldown = Gauges::default();
+    let reopens = Gauges::default();
     let requests = Counters::default();
     let failed = Counters::default();
+    let cancelled = Counters::default();
     let primary_usage = Gauges::default();
     for (chain, stats) in chains {
         for m in &stats.models {
@@ -33,19 +35,23 @@ pub(super) fn render(
             successes.get_or_create(&labels).inc_by(m.successes);
             throttles.get_or_create(&labels).inc_by(m.throttles);
             failures.get_or_create(&labels).inc_by(m.failures);
-            let is_cooling = if m.status == ModelStatus::CoolingDown {
+            let skipped = if m.status == ModelStatus::Skipped {
                 1.0
             } else {
                 0.0
             };
-            cooling.get_or_create(&labels).set(is_cooling);
+            cooling.get_or_create(&labels).set(skipped);
             cooldown.get_or_create(&labels).set(m.cooldown_remaining_s);
+            reopens.get_or_create(&labels).set(m.reopens_in_s);
         }
         let labels = vec![("chain", chain)];
         requests
             .get_or_create(&labels)
             .inc_by(stats.totals.requests);
         failed.get_or_create(&labels).inc_by(stats.totals.failed);
+        cancelled
+            .get_or_create(&labels)
+            .inc_by(stats.totals.cancelled);
         primary_usage
             .get_or_create(&labels)
             .set(stats.totals.primary_usage.unwrap_or(1.0));
@@ -55,10 +61,24 @@ pub(super) fn render(
     registry.register("successes", "Attempts that answered", successes);
     registry.register("throttles", "Attempts that were throttled", throttles);
     registry.register("failures", "Attempts that failed otherwise", failures);
-    registry.register("cooling", "1 while the model is cooling down", cooling);
-    registry.register("cooldown_remaining_seconds", "Cooldown left", cooldown);
+    registry.register("cooling", "1 while new requests skip the model", cooling);
+    registry.register(
+        "cooldown_remaining_seconds",
+        "Time until the cooldown ends",
+        cooldown,
+    );
+    registry.register(
+        "reopens_in_seconds",
+        "Time until new requests try the model again",
+        reopens,
+    );
     registry.register("requests", "Requests received", requests);
     registry.register("requests_failed", "Requests no model answered", failed);
+    registry.register(
+        "requests_cancelled",
+        "Requests dropped before they finished",
+        cancelled,
+    );
     registry.register(
         "primary_usage_ratio",
         "Share of finished requests the primary answered",

@@ -176,10 +176,13 @@ fn failure_response(error: BoxError) -> Response<Body> {
 async fn model_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
     let mut models = Vec::new();
     let (mut requests, mut served, mut primary, mut failed) = (0, 0, 0, 0);
+    let (mut cancelled, mut in_flight) = (0, 0);
     for chain in &state.chains {
         let stats = chain.layer.stats();
         let t = &stats.totals;
         requests += t.requests;
+        cancelled += t.cancelled;
+        in_flight += t.in_flight;
         served += t.served;
         primary += t.served_by_primary;
         failed += t.failed;
@@ -195,10 +198,12 @@ async fn model_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
                 "status": m.status,
                 "success_rate": m.success_rate.map_or(100.0, |r| round2(r * 100.0)),
                 "cooldown_remaining_s": round2(m.cooldown_remaining_s),
+                "reopens_in_s": round2(m.reopens_in_s),
                 "attempts": m.attempts,
                 "successes": m.successes,
                 "throttles": m.throttles,
                 "failures": m.failures,
+                "cancelled": m.cancelled,
                 "in_flight": m.in_flight,
             }));
         }
@@ -217,6 +222,8 @@ async fn model_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
                 "served_by_primary": primary,
                 "served_by_fallback": served - primary,
                 "failed": failed,
+                "cancelled": cancelled,
+                "in_flight": in_flight,
                 "primary_usage_percent": usage,
             }
         }),

@@ -1,6 +1,5 @@
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -11,6 +10,7 @@ use super::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
 use crate::error::ConfigError;
 use crate::request::TokenCost;
+use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// One step of [`AdaptiveCooldown`]'s scale: from `throttles` throttles in the window on, a throttle
 /// cools the model for `cooldown`.
@@ -48,6 +48,9 @@ const DEFAULT_TIERS: [Tier; 3] = [
 ///   last 2 s they try it again, so a recovered primary is found without waiting out the full time.
 /// - A success clears the model's history and cooldown, but only if its attempt started after the
 ///   latest throttle: a slow request that began before the throttle proves nothing about now.
+/// - By the same rule, a throttle of an attempt that started before the latest throttle is the same
+///   empty quota seen again and does not count in the window, so four attempts throttled together
+///   cool the model for 10 s, not 60 s (a retry-after hint on it still lengthens the cooldown).
 ///
 /// [`hint`](CooldownPolicy::hint) is one atomic load per model while the model is not cooling.
 ///
@@ -168,11 +171,9 @@ impl CooldownPolicy for AdaptiveCooldown {
     }
 
     fn hint(&self, model: usize, _cost: Option<TokenCost>) -> Hint {
-        match self.cooldown_remaining(model) {
-            Some(remaining) if remaining > self.skip_threshold => Hint::Cooling {
-                remaining: remaining - self.skip_threshold,
-            },
-            _ => Hint::Available,
+        match self.reopens_in(model) {
+            Some(remaining) => Hint::Cooling { remaining },
+            None => Hint::Available,
         }
     }
 
@@ -204,7 +205,16 @@ impl CooldownPolicy for AdaptiveCooldown {
             return Duration::ZERO;
         };
         let mut history = state.history();
-        let now = Instant::now();
+        let now = self.epoch.instant();
+        let hinted = retry_after.map_or(Duration::ZERO, |d| d.min(self.max_retry_after));
+        if state.throttles.load(Ordering::Acquire) != attempt.ticket.get() {
+            // The attempt started before the latest throttle: the same empty quota seen again, not a
+            // new throttle in the window. Its retry-after hint still counts.
+            if !hinted.is_zero() {
+                state.cooldown.extend_to(&self.epoch, now + hinted);
+            }
+            return state.cooldown.remaining(&self.epoch).unwrap_or_default();
+        }
         while history
             .front()
             .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
@@ -216,7 +226,6 @@ impl CooldownPolicy for AdaptiveCooldown {
         }
         history.push_back(now);
         let count = u32::try_from(history.len()).unwrap_or(u32::MAX);
-        let hinted = retry_after.map_or(Duration::ZERO, |d| d.min(self.max_retry_after));
         let cooldown = self.cooldown_for(count).max(hinted);
         let running = state.cooldown.remaining(&self.epoch).unwrap_or_default();
         if !cooldown.is_zero() {
@@ -229,6 +238,11 @@ impl CooldownPolicy for AdaptiveCooldown {
 
     fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
         self.models.get(model)?.cooldown.remaining(&self.epoch)
+    }
+
+    fn reopens_in(&self, model: usize) -> Option<Duration> {
+        let remaining = self.cooldown_remaining(model)?;
+        (remaining > self.skip_threshold).then(|| remaining - self.skip_threshold)
     }
 
     fn reset_cooldowns(&self) {

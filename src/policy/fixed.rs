@@ -1,10 +1,6 @@
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use super::cell::CooldownCell;
-use super::epoch::Epoch;
-use super::{AttemptInfo, CooldownPolicy, Hint};
+use super::{AttemptInfo, CooldownCell, CooldownPolicy, Epoch, Hint};
 use crate::chain::ModelChain;
 use crate::error::ConfigError;
 use crate::request::TokenCost;
@@ -13,8 +9,9 @@ use crate::request::TokenCost;
 /// and nothing ends the block early.
 ///
 /// It is what the adaptive policy was built to replace, and it is kept for comparisons. It is also the
-/// smallest complete [`CooldownPolicy`], so its source doubles as the example of writing one: a
-/// lock-free cell per model, read on every request and written on a throttle.
+/// smallest complete [`CooldownPolicy`], built only from public pieces, so its source doubles as the
+/// example of writing one: a lock-free [`CooldownCell`] per model, read on every request and written
+/// on a throttle, on one [`Epoch`] clock.
 ///
 /// ```
 /// use std::time::Duration;
@@ -77,7 +74,7 @@ impl CooldownPolicy for FixedCooldown {
 
     fn on_throttle(&self, attempt: &AttemptInfo, _retry_after: Option<Duration>) -> Duration {
         if let Some(cell) = self.models.get(attempt.model) {
-            cell.extend_to(&self.epoch, Instant::now() + self.cooldown);
+            cell.extend_to(&self.epoch, self.epoch.instant() + self.cooldown);
         }
         self.cooldown
     }

@@ -19,8 +19,10 @@
 //!
 //! Implement [`CooldownPolicy`]. Models are identified by their index in [`chain`](CooldownPolicy::chain),
 //! so per-model state can live in a slice of atomics. [`hint`](CooldownPolicy::hint) runs on every
-//! request: keep it lock-free, and avoid reading the clock when nothing is cooling.
-//! [`FixedCooldown`]'s source is a complete, small example.
+//! request: keep it lock-free, and avoid reading the clock when nothing is cooling. Two small public
+//! pieces do that: [`CooldownCell`], a lock-free cooldown deadline that skips the clock while unset,
+//! and [`Epoch`], the clock its stamps come from. [`FixedCooldown`]'s source is a complete, small
+//! example built from them; the trait's docs say which calls a policy can rely on.
 
 use std::fmt;
 use std::time::Duration;
@@ -35,14 +37,18 @@ mod epoch;
 mod fixed;
 mod paced;
 mod probing;
+mod rate_cell;
 
 pub use adaptive::{AdaptiveCooldown, AdaptiveCooldownBuilder, Tier};
+pub use cell::CooldownCell;
+pub use epoch::Epoch;
 pub use fixed::FixedCooldown;
 pub use paced::{PacedCooldown, PacedCooldownBuilder};
 pub use probing::ProbingCooldown;
 
 /// Whether new requests should try a model now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Hint {
     /// Try it.
     Available,
@@ -83,6 +89,7 @@ impl Ticket {
 
 /// What a policy learns about an attempt when it ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AttemptInfo {
     /// The model's index in the chain.
     pub model: usize,
@@ -92,11 +99,37 @@ pub struct AttemptInfo {
     pub cost: Option<TokenCost>,
 }
 
+impl AttemptInfo {
+    /// An attempt on the model at chain index `model` that started with `ticket`.
+    pub const fn new(model: usize, ticket: Ticket, cost: Option<TokenCost>) -> Self {
+        AttemptInfo {
+            model,
+            ticket,
+            cost,
+        }
+    }
+}
+
 /// The shared state that decides which models new requests skip.
 ///
 /// Implementations are shared behind an `Arc` by every clone of a layer and called concurrently; use
 /// atomics for what [`hint`](Self::hint) reads and keep any lock short and never across an `.await`
 /// (there is none: every method is synchronous).
+///
+/// # The calls a policy can rely on
+///
+/// For each decision (a new request, or a running request that needs its next model) the layer walks
+/// the candidates in order and asks [`hint`](Self::hint) once per candidate until one is
+/// available; it never asks again for the same decision, even while the inner service is not ready.
+/// When it decides to try a model (available, or the soonest of an all-cooling list) it *admits* an
+/// attempt with [`on_attempt`](Self::on_attempt), and every admitted attempt then gets **exactly one**
+/// of:
+///
+/// - [`on_success`](Self::on_success): the model answered;
+/// - [`on_throttle`](Self::on_throttle): the model throttled;
+/// - [`on_failure`](Self::on_failure): the model failed otherwise;
+/// - [`on_cancelled`](Self::on_cancelled): the attempt ended with no answer from the model (the caller
+///   dropped the request, its deadline passed, or the inner service failed before it was called).
 pub trait CooldownPolicy: fmt::Debug + Send + Sync + 'static {
     /// The models, in priority order. Every `model` index passed to the other methods points into it.
     fn chain(&self) -> &ModelChain;
@@ -108,7 +141,7 @@ pub trait CooldownPolicy: fmt::Debug + Send + Sync + 'static {
     /// tries the first model that is available.
     fn hint(&self, model: usize, cost: Option<TokenCost>) -> Hint;
 
-    /// An attempt on `model` is about to start.
+    /// An attempt on `model` is admitted: it starts as soon as the inner service is ready.
     fn on_attempt(&self, model: usize, cost: Option<TokenCost>) -> Ticket {
         let _ = (model, cost);
         Ticket::default()
@@ -126,9 +159,23 @@ pub trait CooldownPolicy: fmt::Debug + Send + Sync + 'static {
         let _ = (attempt, class);
     }
 
-    /// Time left on `model`'s cooldown, or `None` if it is not cooling. For stats: unlike
+    /// The attempt ended without an answer from the model. A policy that hands out counted capacity
+    /// in [`hint`](Self::hint) can give it back here.
+    fn on_cancelled(&self, attempt: &AttemptInfo) {
+        let _ = attempt;
+    }
+
+    /// Time until `model`'s cooldown ends, or `None` if it is not cooling. For stats: unlike
     /// [`hint`](Self::hint) it ignores any skip threshold.
     fn cooldown_remaining(&self, model: usize) -> Option<Duration>;
+
+    /// Time until new requests try `model` again, or `None` if they would try it now: what
+    /// [`hint`](Self::hint) would answer, without handing anything out. For stats. The default is
+    /// the whole [`cooldown_remaining`](Self::cooldown_remaining), right for a policy with no skip
+    /// threshold.
+    fn reopens_in(&self, model: usize) -> Option<Duration> {
+        self.cooldown_remaining(model)
+    }
 
     /// Forgets every cooldown and throttle history, putting all models back in chain order.
     fn reset_cooldowns(&self);

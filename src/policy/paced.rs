@@ -1,11 +1,13 @@
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, TryLockError};
 use std::time::Duration;
 
 use super::epoch::{Epoch, nanos};
+use super::rate_cell::RateCell;
 use super::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
 use crate::error::ConfigError;
 use crate::request::TokenCost;
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// Successes between two marks of the recent served rate.
 const MARK_EVERY: u64 = 16;
@@ -32,14 +34,23 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 ///   admission is a lock-free cell-rate check (one compare-and-swap per admitted request).
 /// - Every later throttle resynchronises the pace (the bucket is empty now) and, when it comes at
 ///   least 5 s after the previous measurement, measures the rate again: what the model served
-///   between the two, per second. Between throttles the pace creeps up by 0.2 % of the rate per
-///   second, so capacity that grows is found.
+///   between the two, per second. A throttle sooner than that is still evidence: the quota refilled
+///   at most one request more than the model served since the measurement, so the pace drops to that
+///   bound when it is lower. A first estimate taken from a burst (a full bucket drained in
+///   milliseconds) is therefore corrected within a few throttles instead of flooding the model until
+///   the next measurement. Between throttles the pace creeps up by 0.2 % of the rate per second, so
+///   capacity that grows is found.
 /// - A model that has not been throttled for `quiet` (60 s) and whose pace is not holding requests
 ///   back goes back to open.
 /// - Only a *fresh* throttle counts: attempts that started before the latest throttle say nothing
 ///   new about the pace, so a burst of throttles from one moment counts once.
 /// - A retry-after hint holds the model for at least that long, up to `max_retry_after` (300 s), so
 ///   one odd header cannot shut a model off for hours.
+/// - An admitted attempt that is cancelled is not given back: it may have reached Bedrock and used
+///   the quota.
+///
+/// The per-request path (`hint`, `on_success`) is lock-free; throttles and resets take a short
+/// per-model lock so that a measurement is written whole.
 ///
 /// Compared with the other policies in the simulator (`cargo run --release --example simulate`), it
 /// keeps more of the primary than [`AdaptiveCooldown`](super::AdaptiveCooldown) with fewer throttled
@@ -74,17 +85,37 @@ struct Pace {
     /// When the next request may start, plus `burst`: the cell-rate algorithm's theoretical arrival
     /// time. 0 while the model is open.
     due: AtomicU64,
-    /// The measured rate, in requests per second (`f64` bits).
-    rate: AtomicU64,
-    /// When the rate was measured (a throttle: the bucket was empty), and `served` then.
-    measured_at: AtomicU64,
-    served_then: AtomicU64,
+    /// The measured rate, in requests per second, and when it was measured (a throttle: the bucket
+    /// was empty).
+    rate: RateCell,
     last_throttle: AtomicU64,
-    /// Throttles counted so far; an attempt's ticket holds the value at its start.
+    /// Throttles counted so far; an attempt's ticket holds the value at its start. Written under
+    /// `measure`.
     throttles: AtomicU64,
     served: AtomicU64,
+    /// Attempts started while the model was paced.
+    admitted: AtomicU64,
+    measure: Mutex<Measure>,
+}
+
+/// What only throttles (and, when the lock is free, every `MARK_EVERY`th success) read and write.
+#[derive(Debug, Default)]
+struct Measure {
+    /// `served` when the rate was measured.
+    served_then: u64,
+    /// `admitted` when the rate was measured, and the ticket of attempts admitted after that.
+    admitted_then: u64,
+    anchor_ticket: u64,
+    /// Throttles since the measurement of attempts admitted after it.
+    rejected: u64,
     /// `(time, served)` every `MARK_EVERY` successes, in two slots, for the first measurement.
-    marks: [(AtomicU64, AtomicU64); 2],
+    marks: [(u64, u64); 2],
+}
+
+impl Pace {
+    fn measure(&self) -> MutexGuard<'_, Measure> {
+        self.measure.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 fn seconds(nanos: u64) -> f64 {
@@ -110,8 +141,8 @@ impl PacedCooldown {
 
     /// The pace in requests per second: the measured rate, crept up since it was measured.
     fn rate(&self, pace: &Pace, now: u64) -> f64 {
-        let measured = f64::from_bits(pace.rate.load(Ordering::Acquire));
-        let since = seconds(now.saturating_sub(pace.measured_at.load(Ordering::Acquire)));
+        let (measured, measured_at) = pace.rate.load();
+        let since = seconds(now.saturating_sub(measured_at));
         (measured * (1.0 + RISE_PER_SECOND * since)).max(0.01)
     }
 
@@ -122,11 +153,11 @@ impl PacedCooldown {
     /// What the model served per second lately: the faster of the windows since the two latest marks
     /// that hold at least `MIN_COUNT` successes. The faster one, because a model that was quiet
     /// until a moment ago shows its capacity only in the most recent window.
-    fn recent_rate(&self, pace: &Pace, now: u64) -> Option<f64> {
-        let served = pace.served.load(Ordering::Acquire);
-        pace.marks
+    fn recent_rate(measure: &Measure, served: u64, now: u64) -> Option<f64> {
+        measure
+            .marks
             .iter()
-            .map(|(at, count)| (at.load(Ordering::Acquire), count.load(Ordering::Acquire)))
+            .copied()
             .filter(|(at, _)| *at != 0)
             .filter_map(|(at, count)| {
                 let elapsed = seconds(now.saturating_sub(at));
@@ -181,7 +212,13 @@ impl CooldownPolicy for PacedCooldown {
 
     fn on_attempt(&self, model: usize, _cost: Option<TokenCost>) -> Ticket {
         self.models.get(model).map_or(Ticket::default(), |pace| {
-            Ticket::new(pace.throttles.load(Ordering::Acquire))
+            // The ticket first: a throttle stores `due` before the count, so an attempt that sees
+            // the new count also sees the model paced.
+            let ticket = Ticket::new(pace.throttles.load(Ordering::Acquire));
+            if pace.due.load(Ordering::Acquire) != 0 {
+                pace.admitted.fetch_add(1, Ordering::Relaxed);
+            }
+            ticket
         })
     }
 
@@ -191,9 +228,14 @@ impl CooldownPolicy for PacedCooldown {
         };
         let served = pace.served.fetch_add(1, Ordering::Relaxed) + 1;
         if served % MARK_EVERY == 0 {
-            let (at, count) = &pace.marks[usize::from((served / MARK_EVERY) % 2 == 1)];
-            count.store(served, Ordering::Release);
-            at.store(self.epoch.now(), Ordering::Release);
+            // Never wait on a success: a mark is an estimate, and skipping one is harmless.
+            let mut measure = match pace.measure.try_lock() {
+                Ok(measure) => measure,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+            let slot = usize::from((served / MARK_EVERY) % 2 == 1);
+            measure.marks[slot] = (self.epoch.now(), served);
         }
     }
 
@@ -201,44 +243,66 @@ impl CooldownPolicy for PacedCooldown {
         let Some(pace) = self.models.get(attempt.model) else {
             return Duration::ZERO;
         };
+        let mut measure = pace.measure();
+        let now = self.epoch.now();
+        let hinted = retry_after.map_or(0, |d| nanos(d).min(self.max_retry_after));
         let ticket = attempt.ticket.get();
-        let fresh = pace.throttles.compare_exchange(
-            ticket,
-            ticket.wrapping_add(1),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
-        if fresh.is_err() {
-            // A throttle was recorded after this attempt started (possibly at this very moment, by
-            // a concurrent attempt): this one says nothing new.
+        let paced = pace.due.load(Ordering::Acquire) != 0;
+        if paced && ticket >= measure.anchor_ticket {
+            measure.rejected += 1;
+        }
+        if pace.throttles.load(Ordering::Acquire) != ticket {
+            // A throttle was recorded after this attempt started: this one says nothing new about
+            // the pace, but its retry-after hint still holds the model.
+            if hinted != 0 {
+                let due = now.saturating_add(hinted).saturating_add(self.burst);
+                pace.due.fetch_max(due, Ordering::AcqRel);
+            }
             return self.cooldown_remaining(attempt.model).unwrap_or_default();
         }
-        let now = self.epoch.now();
-        pace.last_throttle.store(now, Ordering::Release);
         let served = pace.served.load(Ordering::Acquire);
-        let measured_at = pace.measured_at.load(Ordering::Acquire);
-        let measured = if pace.due.load(Ordering::Acquire) != 0 && measured_at != 0 {
-            // The bucket was empty at both throttles: what was served in between is its refill.
-            let window = now.saturating_sub(measured_at);
-            (window >= nanos(MIN_WINDOW)).then(|| {
-                let count = served.saturating_sub(pace.served_then.load(Ordering::Acquire));
-                count as f64 / seconds(window)
-            })
-        } else {
+        let admitted = pace.admitted.load(Ordering::Acquire);
+        let (_, measured_at) = pace.rate.load();
+        let window = now.saturating_sub(measured_at);
+        let measured = if !paced || measured_at == 0 {
             // First throttle since open: the recent served rate is the best estimate there is.
-            Some(self.recent_rate(pace, now).unwrap_or(1.0))
+            Some(Self::recent_rate(&measure, served, now).unwrap_or(1.0))
+        } else if window >= nanos(MIN_WINDOW) {
+            // The bucket was empty at both throttles: what was served in between is its refill.
+            let count = served.saturating_sub(measure.served_then);
+            Some(count as f64 / seconds(window))
+        } else {
+            if window > 0 {
+                // Too soon to measure, but the quota refilled at most one request more than it
+                // accepted since the measurement (admitted and not throttled, answered or not yet).
+                let accepted = admitted
+                    .saturating_sub(measure.admitted_then)
+                    .saturating_sub(measure.rejected);
+                // Only a bound well below the pace is news: a pace that limited what was admitted
+                // cannot have admitted more than itself, and a token quota refills unevenly in
+                // requests.
+                let bound = (accepted + 1) as f64 / seconds(window);
+                if bound * 2.0 < self.rate(pace, now) {
+                    pace.rate
+                        .store((bound * self.margin).max(0.01), measured_at);
+                }
+            }
+            None
         };
+        let next_ticket = ticket.wrapping_add(1);
         if let Some(rate) = measured {
-            let paced = (rate * self.margin).max(0.01);
-            pace.rate.store(paced.to_bits(), Ordering::Release);
-            pace.measured_at.store(now, Ordering::Release);
-            pace.served_then.store(served, Ordering::Release);
+            pace.rate.store((rate * self.margin).max(0.01), now);
+            measure.served_then = served;
+            measure.admitted_then = admitted;
+            measure.anchor_ticket = next_ticket;
+            measure.rejected = 0;
         }
         // The bucket is empty now: the next request one interval from now, and no burst yet.
-        let hinted = retry_after.map_or(0, |d| nanos(d).min(self.max_retry_after));
         let hold = self.interval(pace, now).max(hinted);
         let due = now.saturating_add(hold).saturating_add(self.burst);
         pace.due.store(due, Ordering::Release);
+        pace.last_throttle.store(now, Ordering::Release);
+        pace.throttles.store(next_ticket, Ordering::Release);
         Duration::from_nanos(hold)
     }
 
@@ -252,8 +316,13 @@ impl CooldownPolicy for PacedCooldown {
         })
     }
 
+    fn reopens_in(&self, model: usize) -> Option<Duration> {
+        self.cooldown_remaining(model).filter(|d| !d.is_zero())
+    }
+
     fn reset_cooldowns(&self) {
         for pace in self.models.iter() {
+            let _measure = pace.measure();
             pace.due.store(0, Ordering::Release);
         }
     }

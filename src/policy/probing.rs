@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use super::epoch::{Epoch, nanos};
@@ -7,6 +7,7 @@ use crate::chain::ModelChain;
 use crate::classify::ErrorClass;
 use crate::error::ConfigError;
 use crate::request::TokenCost;
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// [`AdaptiveCooldown`], plus single probes: while a model cools, one new request at a time may try
 /// it, first `probe_interval` (1 s) after the throttle, then at doubling intervals while probes keep
@@ -20,7 +21,9 @@ use crate::request::TokenCost;
 /// (`cargo run --release --example simulate`) compares it with the other policies.
 ///
 /// The probe slot is claimed lock-free (one compare-and-swap on the model's next-probe time), and
-/// while a model is not cooling the policy costs what `AdaptiveCooldown` costs.
+/// while a model is not cooling the policy costs what `AdaptiveCooldown` costs. Throttles and the
+/// successes that end a cooldown update the probe schedule under a short per-model lock, so a
+/// success cannot stop the probes of a throttle that landed between its check and its write.
 #[derive(Debug)]
 pub struct ProbingCooldown {
     inner: AdaptiveCooldown,
@@ -32,10 +35,19 @@ pub struct ProbingCooldown {
 
 #[derive(Debug, Default)]
 struct Probe {
-    /// When the next probe may start, as an epoch stamp; 0 when not cooling.
+    /// When the next probe may start, as an epoch stamp; 0 when not cooling. `hint` claims a probe
+    /// by moving it forward; everything else writes it under `schedule`.
     next: AtomicU64,
-    /// The current interval between probes, in nanoseconds.
+    /// The current interval between probes, in nanoseconds; written under `schedule`.
     interval: AtomicU64,
+    /// Serialises the writers of the schedule (throttles, successes, resets, cancelled probes).
+    schedule: Mutex<()>,
+}
+
+impl Probe {
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl ProbingCooldown {
@@ -119,31 +131,40 @@ impl CooldownPolicy for ProbingCooldown {
     }
 
     fn on_success(&self, attempt: &AttemptInfo) {
+        let Some(probe) = self.probes.get(attempt.model) else {
+            return;
+        };
+        if probe.next.load(Ordering::Acquire) == 0 {
+            // No probing: nothing of ours to update.
+            self.inner.on_success(attempt);
+            return;
+        }
+        let _schedule = probe.lock();
         self.inner.on_success(attempt);
-        if self.inner.cooldown_remaining(attempt.model).is_none()
-            && let Some(probe) = self.probes.get(attempt.model)
-        {
+        if self.inner.cooldown_remaining(attempt.model).is_none() {
             probe.next.store(0, Ordering::Release);
         }
     }
 
     fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
+        let Some(probe) = self.probes.get(attempt.model) else {
+            return self.inner.on_throttle(attempt, retry_after);
+        };
+        let _schedule = probe.lock();
         let cooldown = self.inner.on_throttle(attempt, retry_after);
-        if let Some(probe) = self.probes.get(attempt.model) {
-            // A throttle while probes were running means the probe (or a straggler) failed: back off.
-            let running = probe.next.load(Ordering::Acquire) != 0;
-            let interval = if running {
-                let doubled = probe.interval.load(Ordering::Acquire).saturating_mul(2);
-                doubled.min(nanos(self.max_probe_interval))
-            } else {
-                nanos(self.probe_interval)
-            };
-            let wait = interval.max(retry_after.map_or(0, nanos));
-            probe.interval.store(interval, Ordering::Release);
-            probe
-                .next
-                .store(self.epoch.now().saturating_add(wait), Ordering::Release);
-        }
+        // A throttle while probes were running means the probe (or a straggler) failed: back off.
+        let running = probe.next.load(Ordering::Acquire) != 0;
+        let interval = if running {
+            let doubled = probe.interval.load(Ordering::Acquire).saturating_mul(2);
+            doubled.min(nanos(self.max_probe_interval))
+        } else {
+            nanos(self.probe_interval)
+        };
+        let wait = interval.max(retry_after.map_or(0, nanos));
+        probe.interval.store(interval, Ordering::Release);
+        probe
+            .next
+            .store(self.epoch.now().saturating_add(wait), Ordering::Release);
         cooldown
     }
 
@@ -151,14 +172,44 @@ impl CooldownPolicy for ProbingCooldown {
         self.inner.on_failure(attempt, class);
     }
 
+    /// A probe that got no answer proves nothing: the next request may probe at once. Only an
+    /// attempt admitted since the latest throttle can be that probe.
+    fn on_cancelled(&self, attempt: &AttemptInfo) {
+        let Some(probe) = self.probes.get(attempt.model) else {
+            return;
+        };
+        if probe.next.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let _schedule = probe.lock();
+        let fresh = self.inner.on_attempt(attempt.model, attempt.cost) == attempt.ticket;
+        let next = probe.next.load(Ordering::Acquire);
+        if fresh && next != 0 {
+            probe
+                .next
+                .store(next.min(self.epoch.now()), Ordering::Release);
+        }
+    }
+
     fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
         self.inner.cooldown_remaining(model)
     }
 
+    fn reopens_in(&self, model: usize) -> Option<Duration> {
+        let remaining = self.inner.reopens_in(model)?;
+        let next = self.probes.get(model)?.next.load(Ordering::Acquire);
+        if next == 0 {
+            return Some(remaining);
+        }
+        let probe_in = Duration::from_nanos(next.saturating_sub(self.epoch.now()));
+        (!probe_in.is_zero()).then(|| remaining.min(probe_in))
+    }
+
     fn reset_cooldowns(&self) {
-        self.inner.reset_cooldowns();
         for probe in self.probes.iter() {
+            let _schedule = probe.lock();
             probe.next.store(0, Ordering::Release);
         }
+        self.inner.reset_cooldowns();
     }
 }

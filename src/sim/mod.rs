@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::chain::ModelChain;
-use crate::error::{DeadlineExceeded, FallbackError};
+use crate::error::{CoolingDown, DeadlineExceeded, FallbackError};
 use crate::layer::{FallbackLayer, WhenAllCooling};
 use crate::policy::{
     AdaptiveCooldown, CooldownPolicy, FixedCooldown, PacedCooldown, ProbingCooldown,
@@ -193,6 +193,11 @@ async fn user_loop(
                     error
                         .downcast_ref::<DeadlineExceeded>()
                         .map(DeadlineExceeded::attempts)
+                })
+                .or_else(|| {
+                    error
+                        .downcast_ref::<CoolingDown>()
+                        .map(CoolingDown::attempts)
                 })
                 .unwrap_or_default(),
         };

@@ -167,6 +167,30 @@ impl Scenario {
         scenario
     }
 
+    /// Thousands of requests per second against a primary whose quota refills at one request per
+    /// second (a minute's worth in its bucket) and answers at once, with a fallback that never throttles: a pace must
+    /// not let more than the quota's refill through, however many requests ask. Not in
+    /// [`all`](Self::all): it measures one failure mode rather than a deployment.
+    pub fn flood() -> Self {
+        let mut scenario = Scenario::default_scenario();
+        scenario.name = "flood".into();
+        scenario.duration = Duration::from_secs(60);
+        scenario.users = 2_000;
+        scenario.think_time = ms(200);
+        scenario.models[0].quota = Quota::new(60, 10_000_000);
+        scenario.models[0].burst = Duration::from_secs(60);
+        // Answers come back faster than throttles, so the bucket's burst is served (and seen as a
+        // rate) before the first throttle arrives, as it is on a fast upstream.
+        scenario.models[0].latency_base = ms(5);
+        scenario.models[0].latency_per_output_token = Duration::ZERO;
+        scenario.models[0].latency_jitter = 0.0;
+        scenario.models[0].throttle_latency = ms(20);
+        scenario.models[1].quota = Quota::new(10_000_000, 4_000_000_000);
+        scenario.models[1].latency_base = ms(300);
+        scenario.models[1].latency_per_output_token = Duration::ZERO;
+        scenario
+    }
+
     /// The named scenarios.
     pub fn all() -> Vec<Scenario> {
         vec![
@@ -176,9 +200,12 @@ impl Scenario {
         ]
     }
 
-    /// The scenario called `name`.
+    /// The scenario called `name`: one of [`all`](Self::all), or `flood`.
     pub fn named(name: &str) -> Option<Scenario> {
-        Scenario::all().into_iter().find(|s| s.name == name)
+        Scenario::all()
+            .into_iter()
+            .chain([Scenario::flood()])
+            .find(|s| s.name == name)
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
