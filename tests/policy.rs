@@ -516,3 +516,46 @@ async fn throttles_of_one_moment_count_once() {
     advance(secs(9)).await;
     assert_eq!(throttle(&policy, A), secs(30));
 }
+
+/// 40,000 requests per second ask a paced model whose quota holds 60 requests and refills one per
+/// second; answers take 100 µs, throttles come back at once. Returns (admitted, throttled).
+async fn flood(policy: &PacedCooldown, seconds: u64) -> (u64, u64) {
+    let step = Duration::from_micros(25);
+    let mut tokens = 60.0_f64;
+    let (mut admitted, mut throttled) = (0, 0);
+    let mut answering: Vec<(AttemptInfo, u32)> = Vec::new();
+    for _ in 0..seconds * 40_000 {
+        advance(step).await;
+        tokens = (tokens + step.as_secs_f64()).min(60.0);
+        for (attempt, _) in answering.extract_if(.., |(_, left)| {
+            *left -= 1;
+            *left == 0
+        }) {
+            policy.on_success(&attempt);
+        }
+        if policy.hint(A, None).is_available() {
+            admitted += 1;
+            let attempt = begin(policy, A);
+            if tokens >= 1.0 {
+                tokens -= 1.0;
+                answering.push((attempt, 4));
+            } else {
+                throttled += 1;
+                policy.on_throttle(&attempt, None);
+            }
+        }
+    }
+    (admitted, throttled)
+}
+
+#[tokio::test(start_paused = true)]
+async fn paced_never_admits_much_more_than_the_refill_however_many_ask() {
+    // The 60 requests of the full bucket are served in 1.5 ms, which looks like a rate of 40,000
+    // per second; the throttles that follow must correct that within a few attempts.
+    let policy = PacedCooldown::new(chain());
+    let (admitted, throttled) = flood(&policy, 10).await;
+    assert!(admitted <= 60 + 10 + 40, "admitted {admitted}");
+    assert!(throttled <= 30, "throttled {throttled}");
+    let pace = policy.pace(A).unwrap();
+    assert!((0.9..1.2).contains(&pace), "paced at {pace}/s");
+}

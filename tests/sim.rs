@@ -132,3 +132,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_flood_of_requests_gets_no_more_from_a_paced_primary_than_its_quota_refills() {
+    // About 4,000 requests per second for 10 s against a primary that holds 60 requests and refills
+    // one per second: at most 70 answers, and few throttles on the way. Most of those few are the
+    // requests of the first 20 ms, sent before any throttle came back.
+    let mut flood = Scenario::flood();
+    flood.duration = Duration::from_secs(10);
+    let paced = sim::run(&flood, PolicyKind::Paced, 1).unwrap();
+    let throttled = paced.throttled_per_request * paced.requests as f64;
+    assert!(paced.requests > 30_000, "{paced:?}");
+    assert!(paced.served_by_primary <= 70, "{paced:?}");
+    assert!(throttled < 400.0, "{throttled} throttled calls: {paced:?}");
+    assert_eq!(paced.success_rate, 1.0);
+}
