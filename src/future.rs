@@ -323,7 +323,8 @@ impl<B: Clone> Plan<B> {
             Route::Order(models) => {
                 let unknown = models.iter().find(|m| chain.index_of(m.as_str()).is_none());
                 if models.is_empty() || unknown.is_some() {
-                    return Step::Finish(self.finish(UnknownModel::new(unknown.cloned()).into()));
+                    let error = UnknownModel::new(unknown.cloned());
+                    return Step::Finish(self.finish(error.into(), "unknown_model"));
                 }
                 let order = models.iter().filter_map(|m| chain.index_of(m.as_str()));
                 pick(policy, cost, self.tried, order)
@@ -334,7 +335,7 @@ impl<B: Clone> Plan<B> {
                 Some(_) => Pick::Exhausted,
                 None => {
                     let unknown = UnknownModel::new(Some(model.clone()));
-                    return Step::Finish(self.finish(unknown.into()));
+                    return Step::Finish(self.finish(unknown.into(), "unknown_model"));
                 }
             },
         };
@@ -434,7 +435,6 @@ impl<B: Clone> Plan<B> {
             model = %id,
             class = %class,
             cooldown_ms = cooldown.map(|d| d.as_millis() as u64),
-            error = %error,
             "attempt failed"
         );
         self.failed
@@ -456,12 +456,12 @@ impl<B: Clone> Plan<B> {
     fn deadline_passed(&mut self) -> BoxError {
         self.cancel_attempt();
         let error = DeadlineExceeded::new(mem::take(&mut self.failed));
-        self.finish(error.into())
+        self.finish(error.into(), "deadline")
     }
 
     fn cooling_down(&mut self, retry_after: Duration) -> BoxError {
         let error = CoolingDown::new(retry_after, mem::take(&mut self.failed));
-        self.finish(error.into())
+        self.finish(error.into(), "cooling_down")
     }
 
     /// Ends the admitted attempt without an outcome from the model; returns its chain index.
@@ -473,14 +473,17 @@ impl<B: Clone> Plan<B> {
     }
 
     fn exhausted(&mut self) -> BoxError {
+        let fatal = self.failed.last().is_some_and(|a| !a.class().falls_back());
         let error = FallbackError::new(mem::take(&mut self.failed));
-        self.finish(error.into())
+        self.finish(error.into(), if fatal { "fatal" } else { "exhausted" })
     }
 
-    fn finish(&mut self, error: BoxError) -> BoxError {
+    /// Ends the request with `error`. Events name the `reason` and never carry error text: inner
+    /// errors may quote the request.
+    fn finish(&mut self, error: BoxError, reason: &'static str) -> BoxError {
         self.finished = true;
         self.shared.stats.request_failed();
-        tracing::debug!(error = %error, "request failed");
+        tracing::debug!(reason, "request failed");
         error
     }
 }

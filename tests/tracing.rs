@@ -5,6 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use tower::{Layer, ServiceExt};
+use tower_model_fallback::classify::StatusError;
 use tower_model_fallback::policy::AdaptiveCooldown;
 use tower_model_fallback::testing::{ScriptedModels, Step};
 use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest, RequestId};
@@ -33,11 +34,35 @@ async fn attempts_are_traced_without_the_payload() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let models = ScriptedModels::new().script("A", [Step::throttle()]);
-    let layer = FallbackLayer::new(AdaptiveCooldown::new(ModelChain::new(["A", "B"]).unwrap()));
+    // Inner errors may quote the request (a validation message echoing the prompt): their text must
+    // not reach the logs either.
+    let quoting = |status, code: &str| {
+        StatusError::new(status)
+            .with_code(code)
+            .with_message("cannot handle TOP-SECRET-PROMPT")
+    };
+    let models = ScriptedModels::new()
+        .script("A", [Step::throttle()])
+        .script(
+            "B",
+            [
+                Step::ok(),
+                Step::fail(quoting(503, "ServiceUnavailableException")),
+            ],
+        )
+        .script("C", [Step::fail(quoting(400, "ValidationException"))]);
+    let chain = ModelChain::new(["A", "B", "C", "D"]).unwrap();
+    let layer = FallbackLayer::new(AdaptiveCooldown::new(chain));
     let request = ModelRequest::new("TOP-SECRET-PROMPT".to_string()).with_id(RequestId::new(0xabc));
-    let served = layer.layer(models).oneshot(request).await.unwrap();
+    let svc = layer.layer(models);
+    let served = svc.clone().oneshot(request).await.unwrap();
     assert_eq!(served.model(), "B");
+    let request = ModelRequest::new("TOP-SECRET-PROMPT".to_string()).with_id(RequestId::new(0xdef));
+    let err = svc.oneshot(request).await.unwrap_err();
+    assert!(
+        err.to_string().contains("TOP-SECRET-PROMPT"),
+        "the caller still gets the text"
+    );
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(
@@ -55,6 +80,11 @@ async fn attempts_are_traced_without_the_payload() {
         log.contains("attempt served") && log.contains("model=B"),
         "{log}"
     );
+    assert!(
+        log.contains("model=C") && log.contains("class=fatal"),
+        "{log}"
+    );
+    assert!(log.contains("request failed reason=\"fatal\""), "{log}");
     assert!(
         !log.contains("TOP-SECRET-PROMPT"),
         "the payload never reaches the logs"
