@@ -1,3 +1,4 @@
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -39,6 +40,11 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
         self.stats.snapshot(&*self.policy)
+    }
+
+    pub(crate) fn downcast_policy<P: CooldownPolicy>(&self) -> Option<&P> {
+        let policy: &dyn Any = &*self.policy;
+        policy.downcast_ref()
     }
 }
 
@@ -98,6 +104,20 @@ impl FallbackLayer {
     /// The policy.
     pub fn policy(&self) -> &Arc<dyn CooldownPolicy> {
         &self.shared.policy
+    }
+
+    /// The policy as the type it was built with, or `None` if it is another type.
+    ///
+    /// ```
+    /// use tower_model_fallback::{FallbackLayer, ModelChain, policy::PacedCooldown};
+    ///
+    /// let layer = FallbackLayer::new(PacedCooldown::new(ModelChain::new(["sonnet", "haiku"])?));
+    /// let paced = layer.downcast_policy::<PacedCooldown>().expect("built with PacedCooldown");
+    /// assert_eq!(paced.pace(0), None, "nothing throttled yet");
+    /// # Ok::<(), tower_model_fallback::error::ConfigError>(())
+    /// ```
+    pub fn downcast_policy<P: CooldownPolicy>(&self) -> Option<&P> {
+        self.shared.downcast_policy()
     }
 
     /// Counters and cooldowns of every model, as of now.

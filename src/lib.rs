@@ -87,6 +87,9 @@ pub mod testing;
 #[cfg(feature = "testing")]
 mod wire;
 
+#[cfg(all(test, loom_model))]
+mod loom_model;
+
 pub use chain::ModelChain;
 pub use layer::{FallbackLayer, FallbackLayerBuilder, WhenAllCooling};
 pub use request::{ModelId, ModelRequest, RequestId, Route, TokenCost};

@@ -140,6 +140,7 @@ impl TokenCost {
 
 /// Which models a request may be served by.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Route {
     /// The layer's chain, in priority order, skipping models whose cooldown is active.
     #[default]

@@ -52,6 +52,12 @@ impl<S> Fallback<S> {
         &self.shared.policy
     }
 
+    /// The policy as the type it was built with, or `None` if it is another type; see
+    /// [`FallbackLayer::downcast_policy`](crate::FallbackLayer::downcast_policy).
+    pub fn downcast_policy<P: CooldownPolicy>(&self) -> Option<&P> {
+        self.shared.downcast_policy()
+    }
+
     /// Counters and cooldowns of every model, as of now.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.snapshot()

@@ -117,7 +117,7 @@ impl Stats {
         let served: u64 = models.iter().map(|m| m.successes).sum();
         let failed = self.failed.load(Acquire);
         let cancelled = self.cancelled.load(Acquire);
-        let requests = self.requests.load(Relaxed).max(served + failed + cancelled);
+        let requests = self.requests.load(Relaxed);
         StatsSnapshot {
             totals: Totals {
                 requests,
@@ -126,7 +126,7 @@ impl Stats {
                 served_by_fallback: served - served_by_primary,
                 failed,
                 cancelled,
-                in_flight: requests - (served + failed + cancelled),
+                in_flight: requests.saturating_sub(served + failed + cancelled),
                 primary_usage: ratio(served_by_primary, served + failed),
             },
             models,

@@ -6,7 +6,7 @@ use tokio::time::{Instant, advance};
 use tower::{BoxError, Layer, ServiceExt};
 use tower_model_fallback::classify::{ErrorClass, StatusError};
 use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError, UnknownModel};
-use tower_model_fallback::policy::AdaptiveCooldown;
+use tower_model_fallback::policy::{AdaptiveCooldown, CooldownPolicy};
 use tower_model_fallback::stats::ModelStatus;
 use tower_model_fallback::testing::{ScriptedModels, Step};
 use tower_model_fallback::{
@@ -388,6 +388,14 @@ async fn stats_report_usage_and_reset_clears_cooldowns() {
     );
     assert_eq!(a.success_rate, Some(0.0));
     assert_eq!(stats.models[1].success_rate, Some(1.0));
+
+    // The policy is reachable as the type it was built with.
+    let adaptive = layer.downcast_policy::<AdaptiveCooldown>().unwrap();
+    assert_eq!(adaptive.reopens_in(0), Some(Duration::from_secs(8)));
+    assert!(
+        svc.downcast_policy::<tower_model_fallback::policy::PacedCooldown>()
+            .is_none()
+    );
 
     layer.reset_cooldowns();
     send(&svc, ModelRequest::new(())).await.unwrap();

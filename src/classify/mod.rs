@@ -25,6 +25,7 @@ pub use status::StatusError;
 
 /// What an error means for routing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorClass {
     /// The model is over its quota: record a cooldown and try the next model at once.
     Throttled {

@@ -24,6 +24,7 @@
 //! and [`Epoch`], the clock its stamps come from. [`FixedCooldown`]'s source is a complete, small
 //! example built from them; the trait's docs say which calls a policy can rely on.
 
+use std::any::Any;
 use std::fmt;
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ use crate::request::TokenCost;
 
 mod adaptive;
 mod cell;
-mod epoch;
+pub(crate) mod epoch;
 mod fixed;
 mod paced;
 mod probing;
@@ -130,7 +131,7 @@ impl AttemptInfo {
 /// - [`on_failure`](Self::on_failure): the model failed otherwise;
 /// - [`on_cancelled`](Self::on_cancelled): the attempt ended with no answer from the model (the caller
 ///   dropped the request, its deadline passed, or the inner service failed before it was called).
-pub trait CooldownPolicy: fmt::Debug + Send + Sync + 'static {
+pub trait CooldownPolicy: Any + fmt::Debug + Send + Sync {
     /// The models, in priority order. Every `model` index passed to the other methods points into it.
     fn chain(&self) -> &ModelChain;
 

@@ -21,7 +21,7 @@ impl RateCell {
             let at = self.at.load(Ordering::Relaxed);
             fence(Ordering::Acquire);
             let after = self.sequence.load(Ordering::Relaxed);
-            if before == after && before % 2 == 0 {
+            if before == after && before.is_multiple_of(2) {
                 return (f64::from_bits(rate), at);
             }
             std::hint::spin_loop();
