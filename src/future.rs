@@ -13,7 +13,7 @@ use tower::BoxError;
 use tower_service::Service;
 use tracing::Span;
 
-use crate::classify::ErrorClass;
+use crate::classify::{ClassifyResponse, ErrorClass, OkIsSuccess};
 use crate::error::{CoolingDown, DeadlineExceeded, FailedAttempt, FallbackError, UnknownModel};
 use crate::layer::{Shared, WhenAllCooling};
 use crate::policy::{AttemptInfo, CooldownPolicy, Hint, Ticket};
@@ -24,7 +24,7 @@ pin_project! {
     /// Response future of [`Fallback`](crate::Fallback).
     ///
     /// Dropping it cancels the attempt in flight; stats count the attempt and the request as cancelled.
-    pub struct ResponseFuture<S, B>
+    pub struct ResponseFuture<S, B, C = OkIsSuccess>
     where
         S: Service<ModelRequest<B>>,
     {
@@ -34,7 +34,7 @@ pin_project! {
         // Boxed so that requests without either carry no timer at all.
         timer: Option<Pin<Box<Sleep>>>,
         service: S,
-        plan: Plan<B>,
+        plan: Plan<B, C>,
         span: Span,
     }
 }
@@ -57,15 +57,16 @@ pin_project! {
     }
 }
 
-impl<S, B> ResponseFuture<S, B>
+impl<S, B, C> ResponseFuture<S, B, C>
 where
     S: Service<ModelRequest<B>> + Clone,
     S::Error: Into<BoxError>,
     B: Clone,
+    C: ClassifyResponse<S::Response>,
 {
     /// Starts the first attempt right away on `service`, which the caller polled ready.
     #[inline]
-    pub(crate) fn new(mut service: S, request: ModelRequest<B>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(mut service: S, request: ModelRequest<B>, shared: Arc<Shared<C>>) -> Self {
         let span = tracing::debug_span!("model_fallback", request_id = %request.id());
         let guard = span.enter();
         let mut timer = request
@@ -104,11 +105,12 @@ where
     }
 }
 
-impl<S, B> Future for ResponseFuture<S, B>
+impl<S, B, C> Future for ResponseFuture<S, B, C>
 where
     S: Service<ModelRequest<B>> + Clone,
     S::Error: Into<BoxError>,
     B: Clone,
+    C: ClassifyResponse<S::Response>,
 {
     type Output = Result<Served<S::Response>, BoxError>;
 
@@ -117,14 +119,19 @@ where
         let _enter = this.span.enter();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Calling { future } => match future.poll(cx) {
+                StateProj::Calling { future } => match future.poll(cx).map(|result| {
+                    let classifier = &this.plan.shared.response_classifier;
+                    result
+                        .map_err(Into::into)
+                        .and_then(|response| classifier.classify_response(response))
+                }) {
                     Poll::Ready(Ok(response)) => {
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(this.plan.succeeded(response)));
                     }
                     Poll::Ready(Err(error)) => {
                         this.state.set(State::Idle);
-                        if let Some(error) = this.plan.failed(error.into()) {
+                        if let Some(error) = this.plan.failed(error) {
                             this.state.set(State::Done);
                             return Poll::Ready(Err(error));
                         }
@@ -253,8 +260,8 @@ fn pick(
 
 /// The bookkeeping of one request across its attempts. Kept apart from the pinned future so that it
 /// can be used before the future exists and so that its `Drop` can settle the stats.
-struct Plan<B> {
-    shared: Arc<Shared>,
+struct Plan<B, C> {
+    shared: Arc<Shared<C>>,
     request: ModelRequest<B>,
     /// Chain indexes already attempted.
     tried: u64,
@@ -266,7 +273,7 @@ struct Plan<B> {
     finished: bool,
 }
 
-impl<B: Clone> Plan<B> {
+impl<B: Clone, C> Plan<B, C> {
     /// The id of the model at chain index `model` (always in range: indexes come from the chain).
     fn id(&self, model: usize) -> ModelId {
         self.shared
@@ -276,7 +283,7 @@ impl<B: Clone> Plan<B> {
             .clone()
     }
 
-    fn new(shared: Arc<Shared>, request: ModelRequest<B>) -> Self {
+    fn new(shared: Arc<Shared<C>>, request: ModelRequest<B>) -> Self {
         let max_attempts = request
             .max_attempts()
             .map_or(shared.max_attempts, |n| n.min(shared.max_attempts));
@@ -488,7 +495,7 @@ impl<B: Clone> Plan<B> {
     }
 }
 
-impl<B> Drop for Plan<B> {
+impl<B, C> Drop for Plan<B, C> {
     fn drop(&mut self) {
         if let Some((model, ticket)) = self.current.take() {
             let attempt = AttemptInfo::new(model, ticket, self.request.cost());

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use crate::chain::ModelChain;
-use crate::classify::{Classify, DefaultClassifier};
+use crate::classify::{Classify, DefaultClassifier, OkIsSuccess};
 use crate::error::ConfigError;
 use crate::policy::CooldownPolicy;
 use crate::service::Fallback;
@@ -27,17 +27,18 @@ pub enum WhenAllCooling {
 }
 
 /// What every clone of a layer and of its services shares.
-pub(crate) struct Shared {
+pub(crate) struct Shared<C> {
     pub(crate) policy: Arc<dyn CooldownPolicy>,
     /// The policy's chain, kept here so the per-call path reads it without a virtual call.
     pub(crate) chain: ModelChain,
     pub(crate) classifier: Arc<dyn Classify>,
+    pub(crate) response_classifier: C,
     pub(crate) stats: Stats,
     pub(crate) when_all_cooling: WhenAllCooling,
     pub(crate) max_attempts: u32,
 }
 
-impl Shared {
+impl<C> Shared<C> {
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
         self.stats.snapshot(&*self.policy)
     }
@@ -48,7 +49,7 @@ impl Shared {
     }
 }
 
-impl fmt::Debug for Shared {
+impl<C> fmt::Debug for Shared<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shared")
             .field("policy", &self.policy)
@@ -61,7 +62,9 @@ impl fmt::Debug for Shared {
 /// Wraps a model service in [`Fallback`].
 ///
 /// Every service the layer makes shares one policy and one set of stats, so a throttle seen by one
-/// user's request steers every other user's *next* request, and stats cover all of them.
+/// user's request steers every other user's *next* request, and stats cover all of them. `C` decides
+/// which `Ok` responses are failed attempts ([`OkIsSuccess`] unless set with
+/// [`classify_responses`](FallbackLayerBuilder::classify_responses)).
 ///
 /// ```
 /// use tower::ServiceBuilder;
@@ -80,9 +83,17 @@ impl fmt::Debug for Shared {
 /// assert_eq!(layer.stats().totals.requests, 0);
 /// # Ok::<(), tower_model_fallback::error::ConfigError>(())
 /// ```
-#[derive(Clone, Debug)]
-pub struct FallbackLayer {
-    shared: Arc<Shared>,
+#[derive(Debug)]
+pub struct FallbackLayer<C = OkIsSuccess> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C> Clone for FallbackLayer<C> {
+    fn clone(&self) -> Self {
+        FallbackLayer {
+            shared: self.shared.clone(),
+        }
+    }
 }
 
 impl FallbackLayer {
@@ -100,7 +111,9 @@ impl FallbackLayer {
     pub fn builder_shared(policy: Arc<dyn CooldownPolicy>) -> FallbackLayerBuilder {
         FallbackLayerBuilder::shared(policy)
     }
+}
 
+impl<C> FallbackLayer<C> {
     /// The policy.
     pub fn policy(&self) -> &Arc<dyn CooldownPolicy> {
         &self.shared.policy
@@ -131,8 +144,8 @@ impl FallbackLayer {
     }
 }
 
-impl<S> Layer<S> for FallbackLayer {
-    type Service = Fallback<S>;
+impl<S, C> Layer<S> for FallbackLayer<C> {
+    type Service = Fallback<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Fallback::from_shared(inner, self.shared.clone())
@@ -140,14 +153,15 @@ impl<S> Layer<S> for FallbackLayer {
 }
 
 /// Configures a [`FallbackLayer`]; see [`FallbackLayer::builder`].
-pub struct FallbackLayerBuilder {
+pub struct FallbackLayerBuilder<C = OkIsSuccess> {
     policy: Arc<dyn CooldownPolicy>,
     classifier: Arc<dyn Classify>,
+    response_classifier: C,
     when_all_cooling: WhenAllCooling,
     max_attempts: u32,
 }
 
-impl fmt::Debug for FallbackLayerBuilder {
+impl<C> fmt::Debug for FallbackLayerBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FallbackLayerBuilder")
             .field("policy", &self.policy)
@@ -162,8 +176,25 @@ impl FallbackLayerBuilder {
         FallbackLayerBuilder {
             policy,
             classifier: Arc::new(DefaultClassifier::new()),
+            response_classifier: OkIsSuccess,
             when_all_cooling: WhenAllCooling::default(),
             max_attempts: u32::MAX,
+        }
+    }
+}
+
+impl<C> FallbackLayerBuilder<C> {
+    /// Looks at every `Ok` response with `classifier` first: a response it turns into an error is a
+    /// failed attempt, classified and acted on like an error (a 429 cools the model and the request
+    /// moves on). For services that report failures as responses, such as HTTP clients; see
+    /// [`HttpStatus`](crate::classify::HttpStatus).
+    pub fn classify_responses<D>(self, classifier: D) -> FallbackLayerBuilder<D> {
+        FallbackLayerBuilder {
+            policy: self.policy,
+            classifier: self.classifier,
+            response_classifier: classifier,
+            when_all_cooling: self.when_all_cooling,
+            max_attempts: self.max_attempts,
         }
     }
 
@@ -187,14 +218,14 @@ impl FallbackLayerBuilder {
     }
 
     /// Validates the options and builds the layer.
-    pub fn build(self) -> Result<FallbackLayer, ConfigError> {
+    pub fn build(self) -> Result<FallbackLayer<C>, ConfigError> {
         if self.max_attempts == 0 {
             return Err(ConfigError::ZeroMaxAttempts);
         }
         Ok(self.finish())
     }
 
-    fn finish(self) -> FallbackLayer {
+    fn finish(self) -> FallbackLayer<C> {
         let chain = self.policy.chain().clone();
         FallbackLayer {
             shared: Arc::new(Shared {
@@ -202,6 +233,7 @@ impl FallbackLayerBuilder {
                 chain,
                 policy: self.policy,
                 classifier: self.classifier,
+                response_classifier: self.response_classifier,
                 when_all_cooling: self.when_all_cooling,
                 max_attempts: self.max_attempts.max(1),
             }),

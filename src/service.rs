@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 use tower::BoxError;
 use tower_service::Service;
 
+use crate::classify::{ClassifyResponse, OkIsSuccess};
 use crate::future::ResponseFuture;
 use crate::layer::Shared;
 use crate::policy::CooldownPolicy;
@@ -22,13 +23,13 @@ use crate::stats::StatsSnapshot;
 /// Readiness follows tower's `retry`: `poll_ready` is the inner service's; `call` moves the service
 /// that was polled ready into the response future and keeps a clone, and every later attempt polls its
 /// service ready again before calling it.
-pub struct Fallback<S> {
+pub struct Fallback<S, C = OkIsSuccess> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<C>>,
 }
 
-impl<S> Fallback<S> {
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+impl<S, C> Fallback<S, C> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C>>) -> Self {
         Fallback { inner, shared }
     }
 
@@ -69,7 +70,7 @@ impl<S> Fallback<S> {
     }
 }
 
-impl<S: Clone> Clone for Fallback<S> {
+impl<S: Clone, C> Clone for Fallback<S, C> {
     fn clone(&self) -> Self {
         Fallback {
             inner: self.inner.clone(),
@@ -78,7 +79,7 @@ impl<S: Clone> Clone for Fallback<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for Fallback<S> {
+impl<S: fmt::Debug, C> fmt::Debug for Fallback<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fallback")
             .field("inner", &self.inner)
@@ -87,15 +88,16 @@ impl<S: fmt::Debug> fmt::Debug for Fallback<S> {
     }
 }
 
-impl<S, B> Service<ModelRequest<B>> for Fallback<S>
+impl<S, B, C> Service<ModelRequest<B>> for Fallback<S, C>
 where
     S: Service<ModelRequest<B>> + Clone,
     S::Error: Into<BoxError>,
     B: Clone,
+    C: ClassifyResponse<S::Response>,
 {
     type Response = Served<S::Response>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, B>;
+    type Future = ResponseFuture<S, B, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)

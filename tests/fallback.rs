@@ -508,3 +508,55 @@ async fn live_stats_count_a_request_that_waits_out_a_cooldown() {
     assert_eq!((t.in_flight, t.cancelled), (0, 1));
     assert_eq!(t.requests, t.served + t.failed + t.cancelled + t.in_flight);
 }
+
+#[tokio::test(start_paused = true)]
+async fn responses_that_report_failures_are_classified_like_errors() {
+    use tower_model_fallback::classify::HttpStatus;
+    // An HTTP-level model service: its throttles and outages are `Ok` responses.
+    let models = tower::service_fn(|req: ModelRequest<()>| async move {
+        let (status, errortype) = match req.model().unwrap().as_str() {
+            "A" => (429, Some("ThrottlingException:http://internal.amazon.com/")),
+            "B" => (503, None),
+            _ => (200, None),
+        };
+        let mut response = http::Response::builder().status(status);
+        if let Some(errortype) = errortype {
+            response = response
+                .header("x-amzn-errortype", errortype)
+                .header("retry-after", "20");
+        }
+        Ok::<_, std::convert::Infallible>(response.body(()).unwrap())
+    });
+    let chain = ModelChain::new(["A", "B", "C"]).unwrap();
+    let layer = FallbackLayer::builder(AdaptiveCooldown::new(chain))
+        .classify_responses(HttpStatus)
+        .build()
+        .unwrap();
+    let served = layer
+        .layer(models)
+        .oneshot(ModelRequest::new(()))
+        .await
+        .unwrap();
+    assert_eq!(served.model(), "C");
+    assert_eq!(served.response().status(), 200);
+    let trail: Vec<_> = served.failed_attempts().iter().map(|a| a.class()).collect();
+    assert_eq!(
+        trail,
+        [
+            ErrorClass::Throttled {
+                retry_after: Some(Duration::from_secs(20))
+            },
+            ErrorClass::Transient
+        ]
+    );
+    let stats = layer.stats();
+    assert_eq!(
+        (stats.models[0].throttles, stats.models[1].failures),
+        (1, 1)
+    );
+    assert_eq!(
+        layer.policy().cooldown_remaining(0),
+        Some(Duration::from_secs(20)),
+        "the 429's retry-after lengthened A's cooldown"
+    );
+}

@@ -4,6 +4,10 @@
 //! [`DefaultClassifier`] knows Bedrock's error codes and HTTP statuses, tower and tokio timeouts,
 //! I/O failures and this crate's [`StatusError`]; its table can be overridden per code or status.
 //!
+//! Services that report failures as responses (an HTTP client's 429 is an `Ok(Response)`) add a
+//! [`ClassifyResponse`], such as [`HttpStatus`], which turns such responses into the errors they
+//! stand for before the error classifier sees them.
+//!
 //! | class | Bedrock codes / errors | what the layer does |
 //! |---|---|---|
 //! | [`Throttled`](ErrorClass::Throttled) | `ThrottlingException`, `ServiceQuotaExceededException`, `ModelNotReadyException`, any HTTP 429 | records a cooldown, tries the next model |
@@ -19,8 +23,11 @@ use std::time::Duration;
 
 #[cfg(feature = "bedrock")]
 mod bedrock;
+mod response;
 mod status;
 
+pub(crate) use response::status_error;
+pub use response::{ClassifyResponse, HttpStatus, OkIsSuccess};
 pub use status::StatusError;
 
 /// What an error means for routing.

@@ -44,13 +44,13 @@ pub use config::{
     ChainConfig, FakeConfig, GatewayConfig, GatewayConfigError, ModelConfig, PolicyConfig,
     UpstreamKind,
 };
-pub use upstream::{Operation, Upstream, UpstreamRequest, UpstreamResponse};
+pub use upstream::{Operation, Upstream, UpstreamErrors, UpstreamRequest, UpstreamResponse};
 
 /// One configured chain and the service that walks it.
 struct ChainRoute {
     alias: Option<String>,
-    layer: FallbackLayer,
-    service: Fallback<Upstream>,
+    layer: FallbackLayer<UpstreamErrors>,
+    service: Fallback<Upstream, UpstreamErrors>,
 }
 
 /// What the request handlers share.
@@ -131,6 +131,7 @@ impl Gateway {
             }
             let layer = FallbackLayer::builder_shared(config.policy(chain)?)
                 .when_all_cooling(when_all_cooling)
+                .classify_responses(UpstreamErrors)
                 .build()?;
             let service = tower::Layer::layer(&layer, upstream.clone());
             routes.push(ChainRoute {

@@ -26,7 +26,7 @@ use hyper_util::rt::TokioExecutor;
 use tower::BoxError;
 use tower_service::Service;
 
-use crate::classify::{StatusError, bedrock_status};
+use crate::classify::{ClassifyResponse, StatusError, bedrock_status, status_error};
 use crate::request::ModelRequest;
 
 /// The four Bedrock runtime operations, as they appear at the end of a request path.
@@ -88,13 +88,34 @@ pub struct UpstreamRequest {
     pub accept: Option<HeaderValue>,
 }
 
-/// A successful upstream answer, ready to stream back to the caller.
+/// An upstream answer. A successful one is ready to stream back to the caller; any other is turned
+/// into the error it stands for by [`UpstreamErrors`], the gateway layer's response classifier.
 #[derive(Debug)]
 pub struct UpstreamResponse {
-    /// The headers worth passing on (content type and Bedrock's own `x-amzn-bedrock-*`).
+    /// The upstream's status.
+    pub status: StatusCode,
+    /// The headers worth passing on (content type and Bedrock's own `x-amzn-bedrock-*`; for an
+    /// error, its type and retry-after hints too).
     pub headers: HeaderMap,
-    /// The body; for streams, the events read ahead followed by the rest.
+    /// The body; for streams, the events read ahead followed by the rest. Empty for an error.
     pub body: Body,
+    /// The first 64 KiB of an error's body, where Bedrock puts its code and message.
+    error_body: Bytes,
+}
+
+/// Turns a non-2xx [`UpstreamResponse`] into the [`StatusError`] it stands for (Bedrock's code from
+/// `x-amzn-errortype` or the body, its message, the retry-after hint), so that the layer classifies
+/// and acts on it like the SDK's errors: a 429 cools the model and the request moves on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UpstreamErrors;
+
+impl ClassifyResponse<UpstreamResponse> for UpstreamErrors {
+    fn classify_response(&self, response: UpstreamResponse) -> Result<UpstreamResponse, BoxError> {
+        if response.status.is_success() {
+            return Ok(response);
+        }
+        Err(upstream_error(response.status, &response.headers, &response.error_body).into())
+    }
 }
 
 #[derive(Clone)]
@@ -105,9 +126,9 @@ struct Signer {
 
 /// Sends each request to `{base}/model/{model}/{operation}`, signing it for real Bedrock.
 ///
-/// Non-2xx answers become [`StatusError`]s with Bedrock's code, message and retry-after, so the
-/// default classifier treats them like the SDK's errors. Streams are read up to their first content
-/// event, so that a throttle event before any content is an error the layer can fall back on.
+/// Non-2xx answers are responses with the start of their body read, for [`UpstreamErrors`] to
+/// classify. Streams are read up to their first content event, so that a throttle event before
+/// any content is an error the layer can fall back on.
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -217,23 +238,41 @@ impl Upstream {
             StatusError::new(502).with_message(format!("upstream unreachable: {e}"))
         })?;
         let (parts, body) = response.into_parts();
-        if !parts.status.is_success() {
-            return Err(upstream_error(parts.status, &parts.headers, body)
-                .await
-                .into());
-        }
         let mut headers = HeaderMap::new();
         for (name, value) in &parts.headers {
             if name == header::CONTENT_TYPE || name.as_str().starts_with("x-amzn-bedrock-") {
                 headers.insert(name.clone(), value.clone());
             }
         }
+        if !parts.status.is_success() {
+            for name in ["x-amzn-errortype", "retry-after", "x-amz-retry-after"] {
+                if let Some(value) = parts.headers.get(name) {
+                    headers.insert(name, value.clone());
+                }
+            }
+            let error_body = Limited::new(body, ERROR_BODY_LIMIT)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Ok(UpstreamResponse {
+                status: parts.status,
+                headers,
+                body: Body::empty(),
+                error_body,
+            });
+        }
         let body = if request.operation.is_stream() {
             until_content(body).await?
         } else {
             Body::new(body)
         };
-        Ok(UpstreamResponse { headers, body })
+        Ok(UpstreamResponse {
+            status: parts.status,
+            headers,
+            body,
+            error_body: Bytes::new(),
+        })
     }
 }
 
@@ -296,47 +335,29 @@ fn encode_segment(segment: &str) -> String {
     out
 }
 
-/// Bedrock's error code from `x-amzn-errortype` (text after `:` dropped) or the body.
-async fn upstream_error(status: StatusCode, headers: &HeaderMap, body: Incoming) -> StatusError {
-    let body = Limited::new(body, ERROR_BODY_LIMIT)
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let code = headers
-        .get("x-amzn-errortype")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(':').next().unwrap_or(v).to_string())
-        .or_else(|| {
-            json.get("code")
-                .and_then(|c| c.as_str())
-                .map(str::to_string)
-        })
-        .or_else(|| {
-            let kind = json.get("__type")?.as_str()?;
-            Some(kind.rsplit('#').next().unwrap_or(kind).to_string())
-        });
+/// Bedrock's error code from `x-amzn-errortype` (text after `:` dropped) or the body, the message
+/// from the body, the retry-after hint from the headers.
+fn upstream_error(status: StatusCode, headers: &HeaderMap, body: &Bytes) -> StatusError {
+    let mut error = status_error(status, headers);
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if error.code().is_none() {
+        let code = json
+            .get("code")
+            .and_then(|c| c.as_str())
+            .map(str::to_string)
+            .or_else(|| {
+                let kind = json.get("__type")?.as_str()?;
+                Some(kind.rsplit('#').next().unwrap_or(kind).to_string())
+            });
+        if let Some(code) = code {
+            error = error.with_code(code);
+        }
+    }
     let message = ["message", "Message", "errorMessage"]
         .iter()
         .find_map(|key| json.get(*key).and_then(|m| m.as_str()));
-    let retry_after = crate::classify::parse_retry_after(
-        headers
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()),
-        headers
-            .get("x-amz-retry-after")
-            .and_then(|v| v.to_str().ok()),
-    );
-    let mut error = StatusError::new(status.as_u16());
-    if let Some(code) = code {
-        error = error.with_code(code);
-    }
     if let Some(message) = message {
         error = error.with_message(message);
-    }
-    if let Some(retry_after) = retry_after {
-        error = error.with_retry_after(retry_after);
     }
     error
 }
