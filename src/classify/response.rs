@@ -90,10 +90,9 @@ pub(crate) fn status_error(status: http::StatusCode, headers: &http::HeaderMap) 
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let mut error = StatusError::new(status.as_u16());
     // Bedrock's `x-amzn-errortype` may carry a `:`-separated suffix that is not part of the code.
-    if let Some(code) = header("x-amzn-errortype").and_then(|v| v.split(':').next()) {
-        if !code.is_empty() {
-            error = error.with_code(code);
-        }
+    let code = header("x-amzn-errortype").and_then(|v| v.split(':').next());
+    if let Some(code) = code.filter(|c| !c.is_empty()) {
+        error = error.with_code(code);
     }
     if let Some(retry_after) = parse_retry_after(header("retry-after"), header("x-amz-retry-after"))
     {
