@@ -11,17 +11,26 @@ use crate::policy::CooldownPolicy;
 use crate::service::Fallback;
 use crate::stats::{Stats, StatsSnapshot};
 
-/// What a request does when every candidate model is cooling down when it arrives.
+/// What a request does when every candidate model it has not tried yet is cooling: when it arrives,
+/// or after a failed attempt when the models left started cooling meanwhile.
+///
+/// A running request skips a model that started cooling after it began only while another untried
+/// candidate is available; otherwise it applies this mode exactly as a new request would, so it never
+/// fails while a model it has not tried could answer. A request ends with untried models only for a
+/// fatal error, its attempt cap, its deadline, or `FailFast`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WhenAllCooling {
     /// Try the cooling models anyway, the one the policy would try again soonest first. Cooldowns are
     /// hints.
     #[default]
     TryAnyway,
-    /// Fail at once with [`CoolingDown`](crate::error::CoolingDown), which says when to come back.
+    /// Fail at once with [`CoolingDown`](crate::error::CoolingDown), which says when to come back and
+    /// lists the attempts already made.
     FailFast,
-    /// Sleep until the policy would try the soonest model again, then try. If the request's deadline comes first, fail at
-    /// once with [`CoolingDown`](crate::error::CoolingDown) instead of sleeping in vain. The sleep is
+    /// Sleep until the policy would try the soonest model again, then try. The inner service's
+    /// readiness is given back before sleeping (a `ConcurrencyLimit` permit is not held idle) and
+    /// polled again after. If the request's deadline comes no later than the reopening, fail at once
+    /// with [`CoolingDown`](crate::error::CoolingDown) instead of sleeping in vain. The sleep is
     /// tokio's, so calls must be made inside a tokio runtime with the time driver enabled.
     Wait,
 }

@@ -22,7 +22,11 @@ use crate::stats::StatsSnapshot;
 ///
 /// Readiness follows tower's `retry`: `poll_ready` is the inner service's; `call` moves the service
 /// that was polled ready into the response future and keeps a clone, and every later attempt polls its
-/// service ready again before calling it.
+/// service ready again before calling it. The model of that attempt is picked once and kept while
+/// readiness is pending, so the policy decides (and may hand out capacity) once per decision.
+///
+/// `C` looks at `Ok` responses first ([`OkIsSuccess`] unless the layer was built with a response
+/// classifier).
 pub struct Fallback<S, C = OkIsSuccess> {
     inner: S,
     shared: Arc<Shared<C>>,
