@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example load                               # starts its own gateway (fake upstream)
 //! cargo run --release --example load -- --url http://127.0.0.1:8080 --users 50 --requests 20
+//! cargo run --release --example load -- --url http://127.0.0.1:8080 --users 64 --requests 1000000 --seconds 30
 //! ```
 
 use std::collections::BTreeMap;
@@ -33,6 +34,9 @@ struct Args {
     /// Requests per user, one after another.
     #[arg(long, default_value_t = 10)]
     requests: usize,
+    /// Stop sending after this many seconds instead (each user sends at most `--requests`).
+    #[arg(long)]
+    seconds: Option<f64>,
     /// Bearer API key, if the gateway needs one.
     #[arg(long, env = "GATEWAY_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -59,9 +63,13 @@ async fn main() -> Result<(), BoxError> {
     for user in 0..args.users {
         let (client, target, key) = (client.clone(), target.clone(), args.api_key.clone());
         let requests = args.requests;
+        let until = args.seconds.map(|s| started + std::time::Duration::from_secs_f64(s));
         users.spawn(async move {
-            let mut outcomes = Vec::with_capacity(requests);
+            let mut outcomes = Vec::new();
             for i in 0..requests {
+                if until.is_some_and(|until| Instant::now() >= until) {
+                    break;
+                }
                 let body = format!(
                     r#"{{"messages":[{{"role":"user","content":[{{"text":"user {user} question {i}"}}]}}],"inferenceConfig":{{"maxTokens":200}}}}"#
                 );
@@ -93,7 +101,7 @@ async fn main() -> Result<(), BoxError> {
             *served_by.entry(model).or_default() += 1;
         }
     }
-    let total = args.users * args.requests;
+    let total: usize = served_by.values().sum();
     let failed: usize = served_by
         .iter()
         .filter(|(m, _)| m.starts_with('('))
