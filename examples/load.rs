@@ -63,7 +63,9 @@ async fn main() -> Result<(), BoxError> {
     for user in 0..args.users {
         let (client, target, key) = (client.clone(), target.clone(), args.api_key.clone());
         let requests = args.requests;
-        let until = args.seconds.map(|s| started + std::time::Duration::from_secs_f64(s));
+        let until = args
+            .seconds
+            .map(|s| started + std::time::Duration::from_secs_f64(s));
         users.spawn(async move {
             let mut outcomes = Vec::new();
             for i in 0..requests {

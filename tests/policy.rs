@@ -559,3 +559,24 @@ async fn paced_never_admits_much_more_than_the_refill_however_many_ask() {
     let pace = policy.pace(A).unwrap();
     assert!((0.9..1.2).contains(&pace), "paced at {pace}/s");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_probe_lets_the_next_request_probe_at_once() {
+    let policy = ProbingCooldown::new(chain());
+    throttle(&policy, A);
+    advance(secs(1)).await;
+    assert_eq!(policy.hint(A, None), Hint::Available, "the probe");
+    let probe = begin(&policy, A);
+    assert!(!policy.hint(A, None).is_available(), "one probe at a time");
+    // The caller dropped the probe before the model answered: it proved nothing.
+    policy.on_cancelled(&probe);
+    assert_eq!(
+        policy.hint(A, None),
+        Hint::Available,
+        "the next request probes"
+    );
+    // A straggler that started before the throttle is not a probe: cancelling it frees nothing.
+    let straggler = AttemptInfo::new(A, tower_model_fallback::policy::Ticket::new(0), None);
+    policy.on_cancelled(&straggler);
+    assert!(!policy.hint(A, None).is_available());
+}
