@@ -401,12 +401,6 @@ impl<B: Clone, C> Plan<B, C> {
         service.call(request)
     }
 
-    /// Ends the running attempt, with what the policy needs to hear about it.
-    fn take_attempt(&mut self) -> Option<AttemptInfo> {
-        let (model, ticket) = self.current.take()?;
-        Some(AttemptInfo::new(model, ticket, self.request.cost()))
-    }
-
     fn succeeded<R>(&mut self, response: R) -> Served<R> {
         let attempt = self.take_attempt();
         let model = attempt.map_or(0, |attempt| {
@@ -471,14 +465,6 @@ impl<B: Clone, C> Plan<B, C> {
         self.finish(error.into(), "cooling_down")
     }
 
-    /// Ends the admitted attempt without an outcome from the model; returns its chain index.
-    fn cancel_attempt(&mut self) -> Option<usize> {
-        let attempt = self.take_attempt()?;
-        self.shared.policy.on_cancelled(&attempt);
-        self.shared.stats.attempt_cancelled(attempt.model);
-        Some(attempt.model)
-    }
-
     fn exhausted(&mut self) -> BoxError {
         let fatal = self.failed.last().is_some_and(|a| !a.class().falls_back());
         let error = FallbackError::new(mem::take(&mut self.failed));
@@ -495,13 +481,25 @@ impl<B: Clone, C> Plan<B, C> {
     }
 }
 
+impl<B, C> Plan<B, C> {
+    /// Ends the running attempt, with what the policy needs to hear about it.
+    fn take_attempt(&mut self) -> Option<AttemptInfo> {
+        let (model, ticket) = self.current.take()?;
+        Some(AttemptInfo::new(model, ticket, self.request.cost()))
+    }
+
+    /// Ends the admitted attempt without an outcome from the model; returns its chain index.
+    fn cancel_attempt(&mut self) -> Option<usize> {
+        let attempt = self.take_attempt()?;
+        self.shared.policy.on_cancelled(&attempt);
+        self.shared.stats.attempt_cancelled(attempt.model);
+        Some(attempt.model)
+    }
+}
+
 impl<B, C> Drop for Plan<B, C> {
     fn drop(&mut self) {
-        if let Some((model, ticket)) = self.current.take() {
-            let attempt = AttemptInfo::new(model, ticket, self.request.cost());
-            self.shared.policy.on_cancelled(&attempt);
-            self.shared.stats.attempt_cancelled(model);
-        }
+        self.cancel_attempt();
         if !self.finished {
             self.shared.stats.request_cancelled();
         }

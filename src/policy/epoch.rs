@@ -65,16 +65,19 @@ fn now() -> Instant {
 
 #[cfg(loom_model)]
 pub(crate) mod model_clock {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::cell::Cell;
 
-    static OFFSET: AtomicU64 = AtomicU64::new(0);
+    // Per test: loom runs a model's threads on the test's own OS thread, while tests run in parallel.
+    thread_local! {
+        static OFFSET: Cell<u64> = const { Cell::new(0) };
+    }
 
     pub(crate) fn offset() -> u64 {
-        OFFSET.load(Ordering::SeqCst)
+        OFFSET.with(Cell::get)
     }
 
     /// Sets the model's time, in nanoseconds after the first reading.
     pub(crate) fn set(nanos: u64) {
-        OFFSET.store(nanos, Ordering::SeqCst);
+        OFFSET.with(|offset| offset.set(nanos));
     }
 }
