@@ -52,7 +52,6 @@
 //! - `testing`: `testing::ScriptedModels`, a scripted mock model service, and `testing::FakeBedrock`, a
 //!   wire-level fake Bedrock server, for your own tests.
 //! - `gateway`: `gateway::Gateway`, a Bedrock-compatible HTTP gateway with fallback.
-//! - `sim`: `sim`, a deterministic simulation of Bedrock throttling that compares policies.
 //! - `grpc`: compiles the tonic example's proto.
 
 #![forbid(unsafe_code)]
@@ -78,8 +77,6 @@ mod request;
 pub mod router;
 mod served;
 mod service;
-#[cfg(feature = "sim")]
-pub mod sim;
 pub mod stats;
 mod sync;
 #[cfg(feature = "testing")]

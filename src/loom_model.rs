@@ -1,7 +1,7 @@
 //! Model checks of the shared state under every interleaving loom can find.
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom_model" CARGO_TARGET_DIR=target/loom \
+//! LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg loom_model" CARGO_TARGET_DIR=target/loom \
 //!     cargo test --lib --release --no-default-features loom_model
 //! ```
 //!

@@ -26,6 +26,7 @@ mod bedrock;
 mod response;
 mod status;
 
+#[cfg(feature = "gateway")]
 pub(crate) use response::status_error;
 pub use response::{ClassifyResponse, HttpStatus, OkIsSuccess};
 pub use status::StatusError;

@@ -52,7 +52,7 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 /// The per-request path (`hint`, `on_success`) is lock-free; throttles and resets take a short
 /// per-model lock so that a measurement is written whole.
 ///
-/// Compared with the other policies in the simulator (`cargo run --release --example simulate`), it
+/// Compared with the other policies in the simulator (`cargo run --release -p tower-model-fallback-sim`), it
 /// keeps more of the primary than [`AdaptiveCooldown`](super::AdaptiveCooldown) with fewer throttled
 /// calls, on every scenario.
 ///

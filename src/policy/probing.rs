@@ -18,7 +18,7 @@ use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 /// seconds; a blind cooldown leaves that capacity unused and sends the traffic to slower fallbacks.
 /// One probe per interval finds it at the cost of at most one throttled attempt per interval, and the
 /// doubling keeps that cost small while the quota stays exhausted. The simulator's table
-/// (`cargo run --release --example simulate`) compares it with the other policies.
+/// (`cargo run --release -p tower-model-fallback-sim`) compares it with the other policies.
 ///
 /// The probe slot is claimed lock-free (one compare-and-swap on the model's next-probe time), and
 /// while a model is not cooling the policy costs what `AdaptiveCooldown` costs. Throttles and the

@@ -32,7 +32,7 @@ pub use gate::Gate;
 pub use scripted::{ScriptedModels, ScriptedReply};
 pub use step::Step;
 mod fake_bedrock;
-pub(crate) mod quota;
+mod quota;
 
 pub use fake_bedrock::{FakeBedrock, FakeBedrockBuilder, FakeOperation};
-pub use quota::Quota;
+pub use quota::{Quota, QuotaState};

@@ -47,9 +47,10 @@ impl Bucket {
     }
 }
 
-/// The live state of a [`Quota`].
+/// The live state of a [`Quota`]: its two buckets, on tokio's clock. What the fake Bedrock and
+/// the simulator throttle with.
 #[derive(Debug)]
-pub(crate) struct QuotaState {
+pub struct QuotaState {
     requests: Bucket,
     tokens: Bucket,
     refilled: Instant,
@@ -57,12 +58,12 @@ pub(crate) struct QuotaState {
 
 impl QuotaState {
     /// Buckets that hold a full minute of quota.
-    pub(crate) fn new(quota: Quota) -> Self {
+    pub fn new(quota: Quota) -> Self {
         QuotaState::with_burst(quota, Duration::from_secs(60))
     }
 
     /// Buckets that hold `burst` worth of quota: the longest burst served at once after a quiet spell.
-    pub(crate) fn with_burst(quota: Quota, burst: Duration) -> Self {
+    pub fn with_burst(quota: Quota, burst: Duration) -> Self {
         QuotaState {
             requests: Bucket::new(quota.requests_per_minute, burst),
             tokens: Bucket::new(quota.tokens_per_minute, burst),
@@ -71,7 +72,7 @@ impl QuotaState {
     }
 
     /// Takes one request and `tokens` tokens if both fit; a throttled request takes nothing.
-    pub(crate) fn try_take(&mut self, tokens: u32) -> bool {
+    pub fn try_take(&mut self, tokens: u32) -> bool {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.refilled);
         self.refilled = now;

@@ -1,9 +1,9 @@
 //! Compares the cooldown policies on a simulated Bedrock, deterministically.
 //!
 //! ```text
-//! cargo run --release --example simulate                       # every scenario, every policy
-//! cargo run --release --example simulate -- --scenario default --seed 7 --json
-//! cargo run --release --example simulate -- --plot primary-share.svg
+//! cargo run --release -p tower-model-fallback-sim                    # every scenario, every policy
+//! cargo run --release -p tower-model-fallback-sim -- --scenario default --seed 7 --json
+//! cargo run --release -p tower-model-fallback-sim -- --plot primary-share.svg
 //! ```
 
 use std::path::PathBuf;
@@ -12,8 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 use plotters::prelude::*;
 use tower::BoxError;
-use tower_model_fallback::sim::{self, PolicyKind, Report, Scenario};
 use tower_model_fallback::testing::Quota;
+use tower_model_fallback_sim::{self as sim, PolicyKind, Report, Scenario};
 
 /// Simulate Bedrock throttling and compare the fallback policies on the same workload and seed.
 #[derive(Parser)]

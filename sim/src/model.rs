@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::SimModel;
-use crate::classify::StatusError;
-use crate::request::{ModelRequest, TokenCost};
-use crate::testing::quota::QuotaState;
+use tower_model_fallback::classify::StatusError;
+use tower_model_fallback::testing::QuotaState;
+use tower_model_fallback::{ModelRequest, TokenCost};
 
 /// One upstream call, as the simulated Bedrock saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

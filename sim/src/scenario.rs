@@ -2,17 +2,16 @@
 
 use std::time::Duration;
 
-use crate::request::TokenCost;
-use crate::testing::Quota;
+use tower_model_fallback::TokenCost;
+use tower_model_fallback::testing::Quota;
 
 /// One simulated model.
-#[derive(Clone, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct SimModel {
     /// Model id.
     pub id: String,
     /// Requests and tokens per minute.
-    #[cfg_attr(feature = "serde", serde(skip))]
+    #[serde(skip)]
     pub quota: Quota,
     /// How much quota the buckets hold: a model idle this long can take a burst of this much
     /// quota at once.
@@ -28,8 +27,7 @@ pub struct SimModel {
 }
 
 /// How many users are active when.
-#[derive(Clone, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub enum Shape {
     /// Every user is active for the whole run.
     Steady,
@@ -47,8 +45,7 @@ pub enum Shape {
 }
 
 /// One kind of request in the size mix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RequestSize {
     /// Relative frequency.
     pub weight: u32,
@@ -59,8 +56,7 @@ pub struct RequestSize {
 }
 
 /// A workload.
-#[derive(Clone, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Scenario {
     /// Name in tables.
     pub name: String,

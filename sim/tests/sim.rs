@@ -1,11 +1,10 @@
 //! The simulator: deterministic, and every simulated request resolves exactly once.
-#![cfg(feature = "sim")]
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tower_model_fallback::sim::{self, PolicyKind, Scenario, Shape};
+use tower_model_fallback_sim::{self as sim, PolicyKind, Scenario, Shape};
 
 fn short(mut scenario: Scenario, minutes: u64, users: usize) -> Scenario {
     scenario.duration = Duration::from_secs(minutes * 60);

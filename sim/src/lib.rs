@@ -1,4 +1,4 @@
-//! A deterministic simulation of Bedrock throttling (feature `sim`).
+//! A deterministic simulation of Bedrock throttling that runs the real `tower-model-fallback` layer.
 //!
 //! It runs the real [`Fallback`] layer and the real policies against simulated
 //! models on tokio's paused clock, on one thread, with seeded randomness: the same scenario, policy
@@ -12,7 +12,7 @@
 //!   the mix, wait for the answer, and repeat. Traffic shapes: steady, a ramp, or a burst of extra
 //!   users.
 //!
-//! `cargo run --release --example simulate` prints the comparison table; see [`Report`] for what each
+//! `cargo run --release -p tower-model-fallback-sim` prints the comparison table; see [`Report`] for what each
 //! column means.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,14 +23,14 @@ use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::chain::ModelChain;
-use crate::error::{CoolingDown, DeadlineExceeded, FallbackError};
-use crate::layer::{FallbackLayer, WhenAllCooling};
-use crate::policy::{
+use tower_model_fallback::Fallback;
+use tower_model_fallback::ModelChain;
+use tower_model_fallback::ModelRequest;
+use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError};
+use tower_model_fallback::policy::{
     AdaptiveCooldown, CooldownPolicy, FixedCooldown, PacedCooldown, ProbingCooldown,
 };
-use crate::request::ModelRequest;
-use crate::service::Fallback;
+use tower_model_fallback::{FallbackLayer, WhenAllCooling};
 
 mod model;
 mod report;
@@ -41,9 +41,8 @@ pub use report::{Outcome, Report, table};
 pub use scenario::{RequestSize, Scenario, Shape, SimModel};
 
 /// The policies the simulator compares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PolicyKind {
     /// [`FixedCooldown`] with [`WhenAllCooling::FailFast`]: the naive design, a global 60 s block
     /// (when every model is blocked, the request fails).
@@ -95,7 +94,7 @@ impl PolicyKind {
 }
 
 /// Runs `scenario` under `policy` with `seed`.
-pub fn run(scenario: &Scenario, policy: PolicyKind, seed: u64) -> Result<Report, crate::BoxError> {
+pub fn run(scenario: &Scenario, policy: PolicyKind, seed: u64) -> Result<Report, tower::BoxError> {
     run_with_outcomes(scenario, policy, seed).map(|(report, _)| report)
 }
 
@@ -104,7 +103,7 @@ pub fn run_with_outcomes(
     scenario: &Scenario,
     policy: PolicyKind,
     seed: u64,
-) -> Result<(Report, Vec<Outcome>), crate::BoxError> {
+) -> Result<(Report, Vec<Outcome>), tower::BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -116,7 +115,7 @@ async fn simulate(
     scenario: &Scenario,
     policy: PolicyKind,
     seed: u64,
-) -> Result<(Report, Vec<Outcome>), crate::BoxError> {
+) -> Result<(Report, Vec<Outcome>), tower::BoxError> {
     scenario.validate()?;
     let start = Instant::now();
     let chain = ModelChain::new(scenario.models.iter().map(|m| m.id.as_str()))?;

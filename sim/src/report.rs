@@ -30,8 +30,7 @@ pub struct Outcome {
 /// - `success_rate`: share of requests some model answered.
 /// - `attempts_per_request`, `throttled_per_request`: upstream calls per user request, all and
 ///   throttled only (the load the policy puts on Bedrock).
-#[derive(Clone, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
