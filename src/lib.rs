@@ -51,7 +51,8 @@
 //! - `serde`: `Serialize` for [`StatsSnapshot`].
 //! - `testing`: `testing::ScriptedModels`, a scripted mock model service, and `testing::FakeBedrock`, a
 //!   wire-level fake Bedrock server, for your own tests.
-//! - `gateway`: `gateway::Gateway`, a Bedrock-compatible HTTP gateway with fallback.
+//! - `wire`: [`wire`], Bedrock's wire format (operations, error responses, event-stream frames) as
+//!   the fake Bedrock and the gateway crate (`tower-model-fallback-gateway`) speak it.
 //! - `grpc`: compiles the tonic example's proto.
 
 #![forbid(unsafe_code)]
@@ -69,8 +70,6 @@ pub mod chain;
 pub mod classify;
 pub mod error;
 pub mod future;
-#[cfg(feature = "gateway")]
-pub mod gateway;
 mod layer;
 pub mod policy;
 mod request;
@@ -81,8 +80,8 @@ pub mod stats;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
-#[cfg(feature = "testing")]
-mod wire;
+#[cfg(feature = "wire")]
+pub mod wire;
 
 #[cfg(all(test, loom_model))]
 mod loom_model;

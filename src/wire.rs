@@ -1,4 +1,6 @@
-//! Bedrock's restJson1 wire format: JSON answers, error responses and event-stream frames.
+//! Bedrock's restJson1 wire format (feature `wire`): the runtime operations, JSON answers, error
+//! responses and how to read them, event-stream frames, and a request's token estimate. The one home
+//! of this knowledge for the fake Bedrock and the gateway.
 
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue as FrameValue, Message};
@@ -7,11 +9,106 @@ use axum::http::{HeaderValue, Response, StatusCode, header};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::classify::StatusError;
+use crate::classify::{StatusError, status_error};
 use crate::request::TokenCost;
 
+/// The four Bedrock runtime operations, as they appear at the end of a request path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `converse`
+    Converse,
+    /// `converse-stream`
+    ConverseStream,
+    /// `invoke`
+    Invoke,
+    /// `invoke-with-response-stream`
+    InvokeStream,
+}
+
+impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 4] = [
+        Operation::Converse,
+        Operation::ConverseStream,
+        Operation::Invoke,
+        Operation::InvokeStream,
+    ];
+
+    /// The operation named by the last path segment.
+    pub fn from_path(segment: &str) -> Option<Self> {
+        Operation::ALL.into_iter().find(|op| op.path() == segment)
+    }
+
+    /// The last path segment.
+    pub fn path(self) -> &'static str {
+        match self {
+            Operation::Converse => "converse",
+            Operation::ConverseStream => "converse-stream",
+            Operation::Invoke => "invoke",
+            Operation::InvokeStream => "invoke-with-response-stream",
+        }
+    }
+
+    /// Whether the answer is an event stream.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Operation::ConverseStream | Operation::InvokeStream)
+    }
+
+    /// Whether the body is Converse JSON (rather than a model-specific InvokeModel body).
+    pub fn is_converse(self) -> bool {
+        matches!(self, Operation::Converse | Operation::ConverseStream)
+    }
+}
+
+/// The HTTP status Bedrock sends with an error code (400 for codes it does not list).
+pub fn bedrock_status(code: &str) -> u16 {
+    match code {
+        "ThrottlingException" | "ModelNotReadyException" => 429,
+        "ServiceUnavailableException" => 503,
+        "InternalServerException" => 500,
+        "ModelTimeoutException" => 408,
+        "ModelErrorException" | "ModelStreamErrorException" => 424,
+        "AccessDeniedException" => 403,
+        "ResourceNotFoundException" => 404,
+        _ => 400,
+    }
+}
+
+/// The [`StatusError`] a non-2xx Bedrock answer stands for, as the SDK reads it: the code from
+/// `x-amzn-errortype` (text after `:` dropped), else the body's `code`, else its `__type` (text
+/// before `#` dropped); the message from `message`, `Message` or `errorMessage`; the retry-after
+/// hint from `retry-after` or `x-amz-retry-after`.
+pub fn error_from_parts(
+    status: axum::http::StatusCode,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> StatusError {
+    let mut error = status_error(status, headers);
+    let json: Value = serde_json::from_slice(body).unwrap_or_default();
+    if error.code().is_none() {
+        let code = json
+            .get("code")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| {
+                let kind = json.get("__type")?.as_str()?;
+                Some(kind.rsplit('#').next().unwrap_or(kind).to_string())
+            });
+        if let Some(code) = code {
+            error = error.with_code(code);
+        }
+    }
+    let message = ["message", "Message", "errorMessage"]
+        .iter()
+        .find_map(|key| json.get(*key).and_then(Value::as_str));
+    if let Some(message) = message {
+        error = error.with_message(message);
+    }
+    error
+}
+
 /// The `{"message": ...}` error response Bedrock sends, with `x-amzn-errortype` and any retry-after.
-pub(crate) fn error_response(error: &StatusError) -> Response<Body> {
+pub fn error_response(error: &StatusError) -> Response<Body> {
     let code = error.code().unwrap_or("InternalServerException");
     let body = json!({ "message": error.message().unwrap_or(code) });
     let mut response = json_response(error.status(), &body);
@@ -28,15 +125,12 @@ pub(crate) fn error_response(error: &StatusError) -> Response<Body> {
 }
 
 /// A JSON response with `status`.
-pub(crate) fn json_response(status: u16, body: &Value) -> Response<Body> {
+pub fn json_response(status: u16, body: &Value) -> Response<Body> {
     bytes_response(status, "application/json", Bytes::from(body.to_string()))
 }
 
-pub(crate) fn bytes_response(
-    status: u16,
-    content_type: &'static str,
-    body: Bytes,
-) -> Response<Body> {
+/// A response with `status`, `content_type` and `body`.
+pub fn bytes_response(status: u16, content_type: &'static str, body: Bytes) -> Response<Body> {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -47,7 +141,7 @@ pub(crate) fn bytes_response(
 }
 
 /// A Converse answer the SDK parses.
-pub(crate) fn converse_body(text: &str, usage: Usage) -> Value {
+pub fn converse_body(text: &str, usage: Usage) -> Value {
     json!({
         "output": { "message": { "role": "assistant", "content": [{ "text": text }] } },
         "stopReason": "end_turn",
@@ -58,9 +152,11 @@ pub(crate) fn converse_body(text: &str, usage: Usage) -> Value {
 
 /// Token counts reported back to the caller.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Usage {
-    pub(crate) input: u32,
-    pub(crate) output: u32,
+pub struct Usage {
+    /// Input tokens.
+    pub input: u32,
+    /// Output tokens.
+    pub output: u32,
 }
 
 impl Usage {
@@ -74,8 +170,8 @@ impl Usage {
 }
 
 /// Event-stream frames, appended one after another into one body.
-#[derive(Default)]
-pub(crate) struct Frames {
+#[derive(Debug, Default)]
+pub struct Frames {
     buffer: Vec<u8>,
 }
 
@@ -93,7 +189,7 @@ impl Frames {
     }
 
     /// An `event` frame of type `event_type`.
-    pub(crate) fn event(&mut self, event_type: &str, payload: Value) -> &mut Self {
+    pub fn event(&mut self, event_type: &str, payload: Value) -> &mut Self {
         self.push(
             [
                 (":message-type", "event".into()),
@@ -105,7 +201,7 @@ impl Frames {
     }
 
     /// An `exception` frame for `error`; its type is the code with a lowercase first letter.
-    pub(crate) fn exception(&mut self, error: &StatusError) -> &mut Self {
+    pub fn exception(&mut self, error: &StatusError) -> &mut Self {
         let code = error.code().unwrap_or("InternalServerException");
         let mut exception_type = code.to_string();
         if let Some(first) = exception_type.get_mut(0..1) {
@@ -122,7 +218,7 @@ impl Frames {
     }
 
     /// The ConverseStream events that open an answer and carry `text`.
-    pub(crate) fn converse_content(&mut self, text: &str) -> &mut Self {
+    pub fn converse_content(&mut self, text: &str) -> &mut Self {
         self.event("messageStart", json!({ "role": "assistant" }))
             .event(
                 "contentBlockDelta",
@@ -131,7 +227,7 @@ impl Frames {
     }
 
     /// The ConverseStream events that close an answer.
-    pub(crate) fn converse_end(&mut self, usage: Usage) -> &mut Self {
+    pub fn converse_end(&mut self, usage: Usage) -> &mut Self {
         self.event("contentBlockStop", json!({ "contentBlockIndex": 0 }))
             .event("messageStop", json!({ "stopReason": "end_turn" }))
             .event(
@@ -141,13 +237,13 @@ impl Frames {
     }
 
     /// An InvokeModelWithResponseStream chunk carrying `payload`.
-    pub(crate) fn chunk(&mut self, payload: &Value) -> &mut Self {
+    pub fn chunk(&mut self, payload: &Value) -> &mut Self {
         let bytes = aws_smithy_types::base64::encode(payload.to_string());
         self.event("chunk", json!({ "bytes": bytes }))
     }
 
     /// The frames as a 200 event-stream response.
-    pub(crate) fn response(&mut self) -> Response<Body> {
+    pub fn response(&mut self) -> Response<Body> {
         let body = Bytes::from(std::mem::take(&mut self.buffer));
         bytes_response(200, "application/vnd.amazon.eventstream", body)
     }
@@ -156,7 +252,7 @@ impl Frames {
 /// The tokens a request will use: its text at about four characters a token (a body that is not a
 /// JSON object counts whole), plus the output budget it asks for (`maxTokens` or `max_tokens`; 512 when
 /// it names none).
-pub(crate) fn estimate_cost(request: Option<&Value>, body_len: usize) -> TokenCost {
+pub fn estimate_cost(request: Option<&Value>, body_len: usize) -> TokenCost {
     fn text_len(value: &Value) -> usize {
         match value {
             Value::String(s) => s.len(),

@@ -24,7 +24,8 @@ use tower_model_fallback::bedrock::{
 };
 use tower_model_fallback::classify::{Classify, DefaultClassifier, ErrorClass};
 use tower_model_fallback::policy::AdaptiveCooldown;
-use tower_model_fallback::testing::{FakeBedrock, FakeOperation, Quota, Step};
+use tower_model_fallback::testing::{FakeBedrock, Quota, Step};
+use tower_model_fallback::wire::Operation;
 use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest, Served};
 
 fn message(text: &str) -> Message {
@@ -238,7 +239,7 @@ async fn converse_stream_falls_back_on_a_throttle_before_content() {
     assert!(served.failed_attempts()[0].class().is_throttled());
     let (text, err) = collect_converse(served.into_inner()).await;
     assert_eq!((text.as_str(), err.is_none()), ("Hello from B", true));
-    assert_eq!(fake.requests_for("A", FakeOperation::ConverseStream), 1);
+    assert_eq!(fake.requests_for("A", Operation::ConverseStream), 1);
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ mod bedrock;
 mod response;
 mod status;
 
-#[cfg(feature = "gateway")]
+#[cfg(feature = "wire")]
 pub(crate) use response::status_error;
 pub use response::{ClassifyResponse, HttpStatus, OkIsSuccess};
 pub use status::StatusError;
@@ -123,20 +123,6 @@ const BEDROCK_CODES: &[(&str, ErrorClass)] = &[
     ("ModelErrorException", ErrorClass::ModelRejected),
     ("ValidationException", ErrorClass::Fatal),
 ];
-
-/// The HTTP status Bedrock sends with an error code (400 for codes it does not list).
-pub(crate) fn bedrock_status(code: &str) -> u16 {
-    match code {
-        "ThrottlingException" | "ModelNotReadyException" => 429,
-        "ServiceUnavailableException" => 503,
-        "InternalServerException" => 500,
-        "ModelTimeoutException" => 408,
-        "ModelErrorException" | "ModelStreamErrorException" => 424,
-        "AccessDeniedException" => 403,
-        "ResourceNotFoundException" => 404,
-        _ => 400,
-    }
-}
 
 /// The classifier layers use unless told otherwise: Bedrock's table, then HTTP statuses, then
 /// timeouts and I/O errors; anything it does not recognise is [`Fatal`](ErrorClass::Fatal).

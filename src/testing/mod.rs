@@ -34,5 +34,5 @@ pub use step::Step;
 mod fake_bedrock;
 mod quota;
 
-pub use fake_bedrock::{FakeBedrock, FakeBedrockBuilder, FakeOperation};
+pub use fake_bedrock::{FakeBedrock, FakeBedrockBuilder};
 pub use quota::{Quota, QuotaState};

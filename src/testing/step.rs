@@ -1,7 +1,8 @@
 use std::time::Duration;
 
 use super::Gate;
-use crate::classify::{StatusError, bedrock_status};
+use crate::classify::StatusError;
+use crate::wire::bedrock_status;
 
 /// What one scripted call does: used by [`ScriptedModels`](super::ScriptedModels) and by the fake
 /// Bedrock server.

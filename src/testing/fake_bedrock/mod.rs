@@ -21,42 +21,13 @@ use crate::classify::StatusError;
 
 use super::quota::Quota;
 use super::quota::QuotaState;
-use crate::wire::{self, Frames, Usage};
-
-/// The Bedrock runtime operations the fake serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FakeOperation {
-    /// `POST /model/{modelId}/converse`
-    Converse,
-    /// `POST /model/{modelId}/converse-stream`
-    ConverseStream,
-    /// `POST /model/{modelId}/invoke`
-    InvokeModel,
-    /// `POST /model/{modelId}/invoke-with-response-stream`
-    InvokeModelStream,
-}
-
-impl FakeOperation {
-    const ALL: [FakeOperation; 4] = [
-        FakeOperation::Converse,
-        FakeOperation::ConverseStream,
-        FakeOperation::InvokeModel,
-        FakeOperation::InvokeModelStream,
-    ];
-
-    fn is_stream(self) -> bool {
-        matches!(
-            self,
-            FakeOperation::ConverseStream | FakeOperation::InvokeModelStream
-        )
-    }
-}
+use crate::wire::{self, Frames, Operation, Usage};
 
 #[derive(Debug, Default)]
 struct ModelState {
     script: VecDeque<Step>,
     quota: Option<QuotaState>,
-    received: HashMap<FakeOperation, u64>,
+    received: HashMap<Operation, u64>,
     throttled: u64,
 }
 
@@ -259,14 +230,14 @@ impl FakeBedrock {
 
     /// Requests `model` received, over every operation.
     pub fn requests(&self, model: &str) -> u64 {
-        FakeOperation::ALL
+        Operation::ALL
             .iter()
             .map(|op| self.requests_for(model, *op))
             .sum()
     }
 
     /// Requests `model` received for one operation.
-    pub fn requests_for(&self, model: &str, operation: FakeOperation) -> u64 {
+    pub fn requests_for(&self, model: &str, operation: Operation) -> u64 {
         self.models
             .lock()
             .get(model)
@@ -288,37 +259,23 @@ impl FakeBedrock {
 }
 
 fn router(models: Arc<Models>) -> Router {
-    let route = |op: FakeOperation| {
+    let route = |op: Operation| {
         post(
             move |State(models): State<Arc<Models>>, Path(model): Path<String>, body: Bytes| async move {
                 handle(models, model, op, body).await
             },
         )
     };
-    Router::new()
-        .route("/model/{model_id}/converse", route(FakeOperation::Converse))
-        .route(
-            "/model/{model_id}/converse-stream",
-            route(FakeOperation::ConverseStream),
-        )
-        .route(
-            "/model/{model_id}/invoke",
-            route(FakeOperation::InvokeModel),
-        )
-        .route(
-            "/model/{model_id}/invoke-with-response-stream",
-            route(FakeOperation::InvokeModelStream),
-        )
+    Operation::ALL
+        .into_iter()
+        .fold(Router::new(), |router, op| {
+            router.route(&format!("/model/{{model_id}}/{}", op.path()), route(op))
+        })
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024))
         .with_state(models)
 }
 
-async fn handle(
-    models: Arc<Models>,
-    model: String,
-    op: FakeOperation,
-    body: Bytes,
-) -> Response<Body> {
+async fn handle(models: Arc<Models>, model: String, op: Operation, body: Bytes) -> Response<Body> {
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         let error = StatusError::new(400)
             .with_code("ValidationException")
@@ -359,7 +316,7 @@ async fn handle(
         Outcome::FailAfterContent(error) if op.is_stream() => {
             let mut frames = Frames::default();
             match op {
-                FakeOperation::ConverseStream => frames.converse_content(&answer(None)),
+                Operation::ConverseStream => frames.converse_content(&answer(None)),
                 _ => frames.chunk(&json!({ "outputText": answer(None) })),
             };
             frames.exception(&error).response()
@@ -369,19 +326,19 @@ async fn handle(
     }
 }
 
-fn ok_response(op: FakeOperation, text: &str, usage: Usage) -> Response<Body> {
+fn ok_response(op: Operation, text: &str, usage: Usage) -> Response<Body> {
     let usage = Usage {
         output: (text.len() as u32).div_ceil(4).max(1),
         ..usage
     };
     match op {
-        FakeOperation::Converse => wire::json_response(200, &wire::converse_body(text, usage)),
-        FakeOperation::InvokeModel => wire::json_response(200, &json!({ "outputText": text })),
-        FakeOperation::ConverseStream => Frames::default()
+        Operation::Converse => wire::json_response(200, &wire::converse_body(text, usage)),
+        Operation::Invoke => wire::json_response(200, &json!({ "outputText": text })),
+        Operation::ConverseStream => Frames::default()
             .converse_content(text)
             .converse_end(usage)
             .response(),
-        FakeOperation::InvokeModelStream => Frames::default()
+        Operation::InvokeStream => Frames::default()
             .chunk(&json!({ "outputText": text }))
             .response(),
     }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::chain::ModelChain;
-use crate::error::ConfigError;
-use crate::layer::WhenAllCooling;
-use crate::policy::{AdaptiveCooldown, CooldownPolicy, PacedCooldown, Tier};
+use tower_model_fallback::ModelChain;
+use tower_model_fallback::WhenAllCooling;
+use tower_model_fallback::error::ConfigError;
+use tower_model_fallback::policy::{AdaptiveCooldown, CooldownPolicy, PacedCooldown, Tier};
 
 /// Where the gateway sends model calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]

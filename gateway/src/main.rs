@@ -1,9 +1,9 @@
 //! A Bedrock-compatible gateway with fallback. Point any Bedrock SDK's endpoint URL at it.
 //!
 //! ```text
-//! cargo run --release --example gateway                       # embedded fake Bedrock, no AWS account
-//! cargo run --release --example gateway -- --upstream bedrock # the real Bedrock, standard credentials
-//! cargo run --release --example gateway -- --config gateway.toml --api-key secret --admin-token admin
+//! cargo run --release -p tower-model-fallback-gateway                       # embedded fake Bedrock, no AWS account
+//! cargo run --release -p tower-model-fallback-gateway -- --upstream bedrock # the real Bedrock, standard credentials
+//! cargo run --release -p tower-model-fallback-gateway -- --config gateway.toml --api-key secret --admin-token admin
 //! ```
 
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tower::BoxError;
-use tower_model_fallback::gateway::{Gateway, GatewayConfig, UpstreamKind, shutdown_signal};
+use tower_model_fallback_gateway::{Gateway, GatewayConfig, UpstreamKind, shutdown_signal};
 
 /// Bedrock-compatible gateway: model calls fall back along configured chains when Bedrock throttles.
 #[derive(Parser)]

@@ -2,9 +2,9 @@
 //! visible in the first minute.
 //!
 //! ```text
-//! cargo run --release --example load                               # starts its own gateway (fake upstream)
-//! cargo run --release --example load -- --url http://127.0.0.1:8080 --users 50 --requests 20
-//! cargo run --release --example load -- --url http://127.0.0.1:8080 --users 64 --requests 1000000 --seconds 30
+//! cargo run --release -p tower-model-fallback-gateway --example load                               # starts its own gateway (fake upstream)
+//! cargo run --release -p tower-model-fallback-gateway --example load -- --url http://127.0.0.1:8080 --users 50 --requests 20
+//! cargo run --release -p tower-model-fallback-gateway --example load -- --url http://127.0.0.1:8080 --users 64 --requests 1000000 --seconds 30
 //! ```
 
 use std::collections::BTreeMap;
@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tower::BoxError;
-use tower_model_fallback::gateway::{Gateway, GatewayConfig};
+use tower_model_fallback_gateway::{Gateway, GatewayConfig};
 
 /// Concurrent users against a Bedrock-compatible gateway.
 #[derive(Parser)]

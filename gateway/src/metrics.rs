@@ -7,7 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::stats::{ModelStatus, StatsSnapshot};
+use tower_model_fallback::stats::{ModelStatus, StatsSnapshot};
 
 type Labels = Vec<(&'static str, String)>;
 type Counters = Family<Labels, Counter>;

@@ -1,5 +1,4 @@
 //! The gateway in-process on loopback, driven by the real `aws-sdk-bedrockruntime` client.
-#![cfg(feature = "gateway")]
 
 use std::sync::{Arc, Mutex};
 
@@ -19,8 +18,8 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower_model_fallback::bedrock::{converse_text, endpoint_config, user_message};
-use tower_model_fallback::gateway::{Gateway, GatewayConfig};
 use tower_model_fallback::testing::{FakeBedrock, Gate, Step};
+use tower_model_fallback_gateway::{Gateway, GatewayConfig};
 
 const PRIMARY: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 const SECOND: &str = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
@@ -370,7 +369,7 @@ async fn shutdown_lets_the_request_in_flight_finish() {
 
 #[test]
 fn the_example_config_file_is_the_default() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.toml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml");
     let config = GatewayConfig::from_file(&path).unwrap();
     assert!(config == GatewayConfig::default());
 }
@@ -416,7 +415,7 @@ async fn requests_to_a_signed_upstream_carry_a_sigv4_signature() {
     use axum::http::HeaderMap;
     use tower::ServiceExt;
     use tower_model_fallback::ModelRequest;
-    use tower_model_fallback::gateway::{Operation, Upstream, UpstreamRequest};
+    use tower_model_fallback_gateway::{Operation, Upstream, UpstreamRequest};
 
     // A stand-in for Bedrock that records what it was sent.
     let seen = Arc::new(Mutex::new(Vec::<(String, HeaderMap)>::new()));

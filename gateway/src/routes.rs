@@ -10,12 +10,12 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tower::{BoxError, ServiceExt};
 
-use super::upstream::{Operation, UpstreamRequest};
+use super::upstream::UpstreamRequest;
 use super::{AppState, metrics};
-use crate::classify::StatusError;
-use crate::error::{CoolingDown, DeadlineExceeded, FallbackError, UnknownModel};
-use crate::request::ModelRequest;
-use crate::wire::{error_response, estimate_cost, json_response};
+use tower_model_fallback::ModelRequest;
+use tower_model_fallback::classify::StatusError;
+use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError, UnknownModel};
+use tower_model_fallback::wire::{Operation, error_response, estimate_cost, json_response};
 
 pub(super) fn router(state: Arc<AppState>) -> Router {
     Router::new()

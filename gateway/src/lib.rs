@@ -1,4 +1,4 @@
-//! A Bedrock-compatible HTTP gateway with fallback (feature `gateway`).
+//! A Bedrock-compatible HTTP gateway with fallback, built on `tower-model-fallback`.
 //!
 //! Any Bedrock client (the AWS SDKs for Rust, Python, JS, ...) gets fallback by changing only its
 //! endpoint URL: the gateway serves `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke` and
@@ -20,7 +20,7 @@
 //! unknown chain a 404 `ResourceNotFoundException`, malformed JSON a 400 `ValidationException`, an
 //! oversized body a 413 `ValidationException`. Logs never contain prompts or keys.
 //!
-//! [`Fallback`]: crate::Fallback
+//! [`Fallback`]: tower_model_fallback::Fallback
 
 use std::collections::HashMap;
 use std::fmt;
@@ -31,9 +31,9 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use tokio::net::TcpListener;
 use tower::BoxError;
 
-use crate::layer::FallbackLayer;
-use crate::service::Fallback;
-use crate::testing::{FakeBedrock, Quota};
+use tower_model_fallback::Fallback;
+use tower_model_fallback::FallbackLayer;
+use tower_model_fallback::testing::{FakeBedrock, Quota};
 
 mod config;
 mod metrics;
@@ -44,7 +44,8 @@ pub use config::{
     ChainConfig, FakeConfig, GatewayConfig, GatewayConfigError, ModelConfig, PolicyConfig,
     UpstreamKind,
 };
-pub use upstream::{Operation, Upstream, UpstreamErrors, UpstreamRequest, UpstreamResponse};
+pub use tower_model_fallback::wire::Operation;
+pub use upstream::{Upstream, UpstreamErrors, UpstreamRequest, UpstreamResponse};
 
 /// One configured chain and the service that walks it.
 struct ChainRoute {

@@ -26,54 +26,9 @@ use hyper_util::rt::TokioExecutor;
 use tower::BoxError;
 use tower_service::Service;
 
-use crate::classify::{ClassifyResponse, StatusError, bedrock_status, status_error};
-use crate::request::ModelRequest;
-
-/// The four Bedrock runtime operations, as they appear at the end of a request path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Operation {
-    /// `converse`
-    Converse,
-    /// `converse-stream`
-    ConverseStream,
-    /// `invoke`
-    Invoke,
-    /// `invoke-with-response-stream`
-    InvokeStream,
-}
-
-impl Operation {
-    /// The operation named by the last path segment.
-    pub fn from_path(segment: &str) -> Option<Self> {
-        Some(match segment {
-            "converse" => Operation::Converse,
-            "converse-stream" => Operation::ConverseStream,
-            "invoke" => Operation::Invoke,
-            "invoke-with-response-stream" => Operation::InvokeStream,
-            _ => return None,
-        })
-    }
-
-    /// The last path segment.
-    pub fn path(self) -> &'static str {
-        match self {
-            Operation::Converse => "converse",
-            Operation::ConverseStream => "converse-stream",
-            Operation::Invoke => "invoke",
-            Operation::InvokeStream => "invoke-with-response-stream",
-        }
-    }
-
-    /// Whether the answer is an event stream.
-    pub fn is_stream(self) -> bool {
-        matches!(self, Operation::ConverseStream | Operation::InvokeStream)
-    }
-
-    /// Whether the body is Converse JSON (rather than a model-specific InvokeModel body).
-    pub fn is_converse(self) -> bool {
-        matches!(self, Operation::Converse | Operation::ConverseStream)
-    }
-}
+use tower_model_fallback::ModelRequest;
+use tower_model_fallback::classify::{ClassifyResponse, StatusError};
+use tower_model_fallback::wire::{Operation, bedrock_status, error_from_parts};
 
 /// A request as the gateway received it: cheap to clone for every attempt.
 #[derive(Clone, Debug)]
@@ -114,7 +69,7 @@ impl ClassifyResponse<UpstreamResponse> for UpstreamErrors {
         if response.status.is_success() {
             return Ok(response);
         }
-        Err(upstream_error(response.status, &response.headers, &response.error_body).into())
+        Err(error_from_parts(response.status, &response.headers, &response.error_body).into())
     }
 }
 
@@ -333,33 +288,6 @@ fn encode_segment(segment: &str) -> String {
         }
     }
     out
-}
-
-/// Bedrock's error code from `x-amzn-errortype` (text after `:` dropped) or the body, the message
-/// from the body, the retry-after hint from the headers.
-fn upstream_error(status: StatusCode, headers: &HeaderMap, body: &Bytes) -> StatusError {
-    let mut error = status_error(status, headers);
-    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    if error.code().is_none() {
-        let code = json
-            .get("code")
-            .and_then(|c| c.as_str())
-            .map(str::to_string)
-            .or_else(|| {
-                let kind = json.get("__type")?.as_str()?;
-                Some(kind.rsplit('#').next().unwrap_or(kind).to_string())
-            });
-        if let Some(code) = code {
-            error = error.with_code(code);
-        }
-    }
-    let message = ["message", "Message", "errorMessage"]
-        .iter()
-        .find_map(|key| json.get(*key).and_then(|m| m.as_str()));
-    if let Some(message) = message {
-        error = error.with_message(message);
-    }
-    error
 }
 
 /// What one event-stream frame means for fallback.
