@@ -45,6 +45,44 @@
 //! # }
 //! ```
 //!
+//! # Behaviour
+//!
+//! - **Candidates.** Each request walks the chain in order (or its own `with_order`, or a single `pinned`
+//!   model), skipping models the policy marks as cooling. Each model is tried at most once per request;
+//!   `max_attempts` caps the count (per layer and per request). A chain holds at most 64 models, so the
+//!   per-request bookkeeping is a bit set and the happy path allocates nothing in the layer.
+//! - **Models that start cooling mid-request** (because another request was throttled on them) are skipped
+//!   by later attempts of running requests while another untried candidate is available: nobody piles onto
+//!   a model that just throttled. When every untried candidate is cooling, the running request does what a
+//!   new request would (below), so it never fails while a model it has not tried could answer. A request
+//!   ends with untried models only for a fatal error, its attempt cap, its deadline, or `FailFast`.
+//! - **All candidates cooling** ([`WhenAllCooling`]), for a new request or for the next attempt of a running
+//!   one: `TryAnyway` (default) tries them anyway, the one the policy would try again soonest first (for
+//!   `AdaptiveCooldown`, the cooldown nearest its last 2 s); `FailFast` returns [`CoolingDown`](error::CoolingDown) with
+//!   `retry_after`, the time until then, and the attempts already made; `Wait` gives back the inner
+//!   service's readiness (a `ConcurrencyLimit` permit, a `Buffer` slot), sleeps that long and polls
+//!   readiness again before the attempt, or fails at once with `CoolingDown` if the request's deadline
+//!   comes no later than the reopening. `poll_ready` never waits on cooldowns.
+//! - **Deadline.** [`ModelRequest::with_deadline`]: no attempt starts after it and an attempt still running at
+//!   it is dropped; the request fails with [`DeadlineExceeded`](error::DeadlineExceeded), listing the attempts that failed.
+//! - **Errors.** The service's error type is `tower::BoxError`. When no model answers, the error is
+//!   [`FallbackError`](error::FallbackError), listing every attempt (model, class, cooldown set, inner error); its `source()`
+//!   is the last inner error, and `into_last_error()` gives it back to downcast to your service's error type.
+//!   A readiness error on a later attempt ends the request and is listed as its last attempt.
+//! - **Response.** [`Served<R>`](Served) carries the response, the model that answered, and the failed attempts
+//!   before it.
+//! - **Readiness.** As tower's `retry`: `poll_ready` forwards the inner service's readiness; `call` moves
+//!   the ready service into the future and keeps a clone; every later attempt polls readiness on its own
+//!   service right before calling it. The model for that attempt is picked once and kept while readiness is
+//!   pending, so a policy that hands out capacity in its hints (a paced admission, a probe) is asked once
+//!   per decision. `Fallback<S>` is `Clone + Send + Sync + 'static` when `S` is, and
+//!   stacks with `Buffer`, `ConcurrencyLimit` and `Timeout` (inside the layer, a timeout is a per-attempt
+//!   limit and falls back; outside, it bounds the whole request).
+//!
+//! Errors are classified by [`classify`]; cooldowns are kept by a [`policy`], whose contract (which
+//! calls a policy can rely on) is on [`CooldownPolicy`](policy::CooldownPolicy); counters and model
+//! status are in [`stats`].
+//!
 //! # Features
 //! - `bedrock` (default): [`bedrock`] services over `aws-sdk-bedrockruntime`, and a
 //!   [`DefaultClassifier`](classify::DefaultClassifier) that understands its errors.

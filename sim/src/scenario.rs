@@ -82,9 +82,9 @@ impl Scenario {
     /// The default scenario: 55 users (think time 20 s) for 30 minutes; a fast primary (140 requests
     /// per minute, buckets holding 5 s of quota) whose quota is just under the demand, and a slower
     /// fallback (130 per minute). Calibrated by sweeping users and the fallback's quota until the
-    /// naive policy landed near the original report's "before" (primary usage 45%, mean 3.2 s,
-    /// success 94%) and the adaptive one near its "after" (78%, 2.1 s, 99%); see the README for the
-    /// figures it gives.
+    /// naive policy landed near a production deployment's figures with a global block (primary
+    /// usage 45%, mean 3.2 s, success 94%) and the adaptive one near its figures after the switch
+    /// (78%, 2.1 s, 99%); docs/simulator.md has the figures it gives.
     pub fn default_scenario() -> Self {
         Scenario {
             name: "default".into(),
