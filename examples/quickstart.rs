@@ -119,7 +119,16 @@ async fn run() -> Result<(), BoxError> {
         stats.totals.failed,
         stats.totals.primary_usage.unwrap_or(0.0) * 100.0
     );
-    println!("{}", serde_json::to_string_pretty(&stats)?);
+    for model in &stats.models {
+        println!(
+            "  {:<7} {:?}: {} attempts, {} served, {} throttled",
+            short(model.id.as_str()),
+            model.status,
+            model.attempts,
+            model.successes,
+            model.throttles
+        );
+    }
     Ok(())
 }
 

@@ -1,5 +1,4 @@
 //! The default classifier on real `aws-sdk-bedrockruntime` error values.
-#![cfg(feature = "bedrock")]
 
 use std::time::Duration;
 

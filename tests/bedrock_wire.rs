@@ -1,6 +1,5 @@
 //! The real `aws-sdk-bedrockruntime` client against the loopback fake Bedrock: nothing mocked between
 //! the SDK and the bytes.
-#![cfg(feature = "bedrock")]
 
 use std::sync::Arc;
 use std::time::Duration;

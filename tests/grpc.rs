@@ -1,5 +1,4 @@
 //! The tonic example, served on loopback and called by a real tonic client.
-#![cfg(feature = "grpc")]
 
 #[allow(dead_code)]
 #[path = "../examples/grpc.rs"]

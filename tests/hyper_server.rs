@@ -1,5 +1,4 @@
 //! The hyper example, served on loopback and called by a real HTTP client.
-#![cfg(feature = "bedrock")]
 
 #[allow(dead_code)]
 #[path = "../examples/hyper_server.rs"]

@@ -421,17 +421,18 @@ async fn run(case: Case) {
         recorder.outcomes.load(Ordering::Relaxed)
     );
     // One walk per decision: at most one hint per model for the first pick and for the pick after
-    // each attempt or wait, however many times readiness was pending.
-    let attempts: u64 = stats.models.iter().map(|m| m.attempts).sum();
-    let mut decisions = case.requests.len() as u64 + attempts;
-    if waits_possible {
-        decisions *= 2;
+    // each attempt, however many times readiness was pending. (Under `Wait` every wake-up is a
+    // decision too, and how many there are depends on how often other requests take what the policy
+    // hands out, which this test does not observe; tests/readiness.rs checks that case directly.)
+    if !waits_possible {
+        let attempts: u64 = stats.models.iter().map(|m| m.attempts).sum();
+        let decisions = case.requests.len() as u64 + attempts;
+        assert!(
+            recorder.hints.load(Ordering::Relaxed) <= decisions * case.models as u64,
+            "{} hints for {decisions} decisions",
+            recorder.hints.load(Ordering::Relaxed)
+        );
     }
-    assert!(
-        recorder.hints.load(Ordering::Relaxed) <= decisions * case.models as u64,
-        "{} hints for {decisions} decisions",
-        recorder.hints.load(Ordering::Relaxed)
-    );
 }
 
 proptest! {
