@@ -54,6 +54,8 @@ pub enum ConfigError {
     InvalidMargin,
     /// A quiet period is zero.
     ZeroQuietPeriod,
+    /// A policy name that is not one of [`PolicyKind`](crate::policy::PolicyKind)'s.
+    UnknownPolicyKind(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -87,6 +89,10 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::InvalidMargin => f.write_str("pacing margin must be above 0 and at most 1"),
             ConfigError::ZeroQuietPeriod => f.write_str("quiet period must be longer than zero"),
+            ConfigError::UnknownPolicyKind(name) => write!(
+                f,
+                "policy kind must be fixed, adaptive, probing or paced, not {name:?}"
+            ),
         }
     }
 }

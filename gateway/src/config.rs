@@ -12,7 +12,9 @@ use serde::Deserialize;
 use tower_model_fallback::ModelChain;
 use tower_model_fallback::WhenAllCooling;
 use tower_model_fallback::error::ConfigError;
-use tower_model_fallback::policy::{AdaptiveCooldown, CooldownPolicy, PacedCooldown, Tier};
+use tower_model_fallback::policy::{
+    AdaptiveCooldown, CooldownPolicy, PacedCooldown, PolicyKind, ProbingCooldown, Tier,
+};
 
 /// Where the gateway sends model calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -49,7 +51,8 @@ pub struct ChainConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// `adaptive` ([`AdaptiveCooldown`], the default) or `paced` ([`PacedCooldown`]).
+    /// A [`PolicyKind`] name: `adaptive` (the default), `paced`, `probing` (adaptive plus probes
+    /// every 1-8 s) or `fixed` (the naive global block, with its default 60 s).
     pub kind: String,
     /// `paced`: the share of the measured rate to pace a throttled model at.
     pub pace_margin: f64,
@@ -258,32 +261,34 @@ impl GatewayConfig {
         chain: ModelChain,
     ) -> Result<Arc<dyn CooldownPolicy>, GatewayConfigError> {
         let p = &self.policy;
-        match p.kind.as_str() {
-            "adaptive" => {
-                let tiers = p
-                    .tiers
-                    .iter()
-                    .map(|(n, s)| Ok(Tier::new(*n, seconds("tier cooldown", *s)?)))
-                    .collect::<Result<Vec<_>, GatewayConfigError>>()?;
-                let policy = AdaptiveCooldown::builder()
-                    .window(seconds("window_s", p.window_s)?)
-                    .tiers(tiers)
-                    .skip_threshold(seconds("skip_threshold_s", p.skip_threshold_s)?)
-                    .build(chain)?;
-                Ok(Arc::new(policy))
-            }
-            "paced" => {
-                let policy = PacedCooldown::builder()
+        let adaptive = |chain| -> Result<AdaptiveCooldown, GatewayConfigError> {
+            let tiers = p
+                .tiers
+                .iter()
+                .map(|(n, s)| Ok(Tier::new(*n, seconds("tier cooldown", *s)?)))
+                .collect::<Result<Vec<_>, GatewayConfigError>>()?;
+            Ok(AdaptiveCooldown::builder()
+                .window(seconds("window_s", p.window_s)?)
+                .tiers(tiers)
+                .skip_threshold(seconds("skip_threshold_s", p.skip_threshold_s)?)
+                .build(chain)?)
+        };
+        Ok(match p.kind.parse::<PolicyKind>()? {
+            PolicyKind::Adaptive => Arc::new(adaptive(chain)?),
+            PolicyKind::Probing => Arc::new(ProbingCooldown::with_probes(
+                adaptive(chain)?,
+                Duration::from_secs(1),
+                Duration::from_secs(8),
+            )?),
+            PolicyKind::Paced => Arc::new(
+                PacedCooldown::builder()
                     .margin(p.pace_margin)
                     .burst(seconds("pace_burst_s", p.pace_burst_s)?)
                     .quiet(seconds("pace_quiet_s", p.pace_quiet_s)?)
-                    .build(chain)?;
-                Ok(Arc::new(policy))
-            }
-            other => Err(GatewayConfigError::Invalid(format!(
-                "policy kind must be adaptive or paced, not {other:?}"
-            ))),
-        }
+                    .build(chain)?,
+            ),
+            other => other.with_defaults(chain),
+        })
     }
 
     /// The all-cooling mode.

@@ -398,7 +398,7 @@ async fn invalid_configs_are_rejected_before_start() {
     let kind = GatewayConfig::from_toml("[policy]\nkind = \"magic\"").unwrap();
     let err = Gateway::new(kind).await.unwrap_err().to_string();
     assert!(
-        err.contains("policy kind must be adaptive or paced"),
+        err.contains("policy kind must be fixed, adaptive, probing or paced"),
         "{err}"
     );
     let margin = GatewayConfig::from_toml("[policy]\nkind = \"paced\"\npace_margin = 1.5").unwrap();

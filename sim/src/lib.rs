@@ -27,9 +27,7 @@ use tower_model_fallback::Fallback;
 use tower_model_fallback::ModelChain;
 use tower_model_fallback::ModelRequest;
 use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError};
-use tower_model_fallback::policy::{
-    AdaptiveCooldown, CooldownPolicy, FixedCooldown, PacedCooldown, ProbingCooldown,
-};
+pub use tower_model_fallback::policy::PolicyKind;
 use tower_model_fallback::{FallbackLayer, WhenAllCooling};
 
 mod model;
@@ -40,56 +38,12 @@ use model::SimBedrock;
 pub use report::{Outcome, Report, table};
 pub use scenario::{RequestSize, Scenario, Shape, SimModel};
 
-/// The policies the simulator compares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PolicyKind {
-    /// [`FixedCooldown`] with [`WhenAllCooling::FailFast`]: the naive design, a global 60 s block
-    /// (when every model is blocked, the request fails).
-    Fixed,
-    /// [`AdaptiveCooldown`]: the default.
-    Adaptive,
-    /// [`ProbingCooldown`]: adaptive plus single probes.
-    Probing,
-    /// [`PacedCooldown`]: throttled models paced at their measured rate.
-    Paced,
-}
-
-impl PolicyKind {
-    /// Every policy, in table order.
-    pub const ALL: [PolicyKind; 4] = [
-        PolicyKind::Fixed,
-        PolicyKind::Adaptive,
-        PolicyKind::Probing,
-        PolicyKind::Paced,
-    ];
-
-    /// The policy's name in tables.
-    pub fn name(self) -> &'static str {
-        match self {
-            PolicyKind::Fixed => "fixed",
-            PolicyKind::Adaptive => "adaptive",
-            PolicyKind::Probing => "probing",
-            PolicyKind::Paced => "paced",
-        }
-    }
-
-    fn when_all_cooling(self) -> WhenAllCooling {
-        match self {
-            PolicyKind::Fixed => WhenAllCooling::FailFast,
-            PolicyKind::Adaptive | PolicyKind::Probing | PolicyKind::Paced => {
-                WhenAllCooling::TryAnyway
-            }
-        }
-    }
-
-    fn build(self, chain: ModelChain) -> Arc<dyn CooldownPolicy> {
-        match self {
-            PolicyKind::Fixed => Arc::new(FixedCooldown::new(chain)),
-            PolicyKind::Adaptive => Arc::new(AdaptiveCooldown::new(chain)),
-            PolicyKind::Probing => Arc::new(ProbingCooldown::new(chain)),
-            PolicyKind::Paced => Arc::new(PacedCooldown::new(chain)),
-        }
+/// What the simulator runs each policy with when every model is cooling: the naive design fails
+/// fast (the request fails when every model is blocked); the others try anyway.
+fn when_all_cooling(kind: PolicyKind) -> WhenAllCooling {
+    match kind {
+        PolicyKind::Fixed => WhenAllCooling::FailFast,
+        _ => WhenAllCooling::TryAnyway,
     }
 }
 
@@ -119,8 +73,8 @@ async fn simulate(
     scenario.validate()?;
     let start = Instant::now();
     let chain = ModelChain::new(scenario.models.iter().map(|m| m.id.as_str()))?;
-    let layer = FallbackLayer::builder_shared(policy.build(chain))
-        .when_all_cooling(policy.when_all_cooling())
+    let layer = FallbackLayer::builder_shared(policy.with_defaults(chain))
+        .when_all_cooling(when_all_cooling(policy))
         .build()?;
     let bedrock = SimBedrock::new(&scenario.models, seed);
     let service = tower::Layer::layer(&layer, bedrock.clone());

@@ -36,6 +36,7 @@ mod adaptive;
 mod cell;
 pub(crate) mod epoch;
 mod fixed;
+mod kind;
 mod paced;
 mod probing;
 mod rate_cell;
@@ -44,6 +45,7 @@ pub use adaptive::{AdaptiveCooldown, AdaptiveCooldownBuilder, Tier};
 pub use cell::CooldownCell;
 pub use epoch::Epoch;
 pub use fixed::FixedCooldown;
+pub use kind::PolicyKind;
 pub use paced::{PacedCooldown, PacedCooldownBuilder};
 pub use probing::ProbingCooldown;
 
