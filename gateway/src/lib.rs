@@ -4,7 +4,7 @@
 //! endpoint URL: the gateway serves `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke` and
 //! `/invoke-with-response-stream` in Bedrock's wire format, where `{modelId}` names a configured chain by
 //! its primary model id or alias, and sends each request down that chain with a [`Fallback`] layer over
-//! an [`Upstream`] that forwards the raw request to the model of each attempt. Answers (event streams
+//! an upstream service that forwards the raw request to the model of each attempt. Answers (event streams
 //! included) are passed through untouched, with two headers added: `x-fallback-model` (the model that
 //! answered) and `x-fallback-attempts`.
 //!
@@ -44,8 +44,7 @@ pub use config::{
     ChainConfig, FakeConfig, GatewayConfig, GatewayConfigError, ModelConfig, PolicyConfig,
     UpstreamKind,
 };
-pub use tower_model_fallback::wire::Operation;
-pub use upstream::{Upstream, UpstreamErrors, UpstreamRequest, UpstreamResponse};
+use upstream::{Upstream, UpstreamErrors};
 
 /// One configured chain and the service that walks it.
 struct ChainRoute {

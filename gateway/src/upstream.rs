@@ -32,7 +32,7 @@ use tower_model_fallback::wire::{Operation, bedrock_status, error_from_parts};
 
 /// A request as the gateway received it: cheap to clone for every attempt.
 #[derive(Clone, Debug)]
-pub struct UpstreamRequest {
+pub(crate) struct UpstreamRequest {
     /// The operation.
     pub operation: Operation,
     /// The raw body.
@@ -46,7 +46,7 @@ pub struct UpstreamRequest {
 /// An upstream answer. A successful one is ready to stream back to the caller; any other is turned
 /// into the error it stands for by [`UpstreamErrors`], the gateway layer's response classifier.
 #[derive(Debug)]
-pub struct UpstreamResponse {
+pub(crate) struct UpstreamResponse {
     /// The upstream's status.
     pub status: StatusCode,
     /// The headers worth passing on (content type and Bedrock's own `x-amzn-bedrock-*`; for an
@@ -62,7 +62,7 @@ pub struct UpstreamResponse {
 /// `x-amzn-errortype` or the body, its message, the retry-after hint), so that the layer classifies
 /// and acts on it like the SDK's errors: a 429 cools the model and the request moves on.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct UpstreamErrors;
+pub(crate) struct UpstreamErrors;
 
 impl ClassifyResponse<UpstreamResponse> for UpstreamErrors {
     fn classify_response(&self, response: UpstreamResponse) -> Result<UpstreamResponse, BoxError> {
@@ -85,7 +85,7 @@ struct Signer {
 /// classify. Streams are read up to their first content event, so that a throttle event before
 /// any content is an error the layer can fall back on.
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
     signer: Option<Signer>,
@@ -129,7 +129,7 @@ impl Upstream {
     }
 
     /// An unsigned upstream at `base` (`http://127.0.0.1:PORT`), such as a fake Bedrock.
-    pub fn unsigned(base: impl Into<String>) -> Result<Self, BoxError> {
+    pub(crate) fn unsigned(base: impl Into<String>) -> Result<Self, BoxError> {
         Ok(Upstream {
             client: Upstream::client(false)?,
             base: base.into().trim_end_matches('/').to_string(),
@@ -138,13 +138,16 @@ impl Upstream {
     }
 
     /// The real Bedrock runtime in `region`, signed with SigV4 from `credentials`.
-    pub fn bedrock(region: &str, credentials: SharedCredentialsProvider) -> Result<Self, BoxError> {
+    pub(crate) fn bedrock(
+        region: &str,
+        credentials: SharedCredentialsProvider,
+    ) -> Result<Self, BoxError> {
         let base = format!("https://bedrock-runtime.{region}.amazonaws.com");
         Upstream::signed(base, region, credentials)
     }
 
     /// A Bedrock-compatible upstream at `base` that wants SigV4 signatures for `region`.
-    pub fn signed(
+    pub(crate) fn signed(
         base: impl Into<String>,
         region: &str,
         credentials: SharedCredentialsProvider,
@@ -379,5 +382,62 @@ async fn until_content(mut body: Incoming) -> Result<Body, BoxError> {
             // The stream ended before any content: pass on what there was.
             None => return Ok(Body::from(buffer.freeze())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_to_a_signed_upstream_carry_a_sigv4_signature() {
+        use std::sync::Mutex;
+
+        use aws_credential_types::Credentials;
+        use tokio::net::TcpListener;
+        use tower::ServiceExt;
+
+        // A stand-in for Bedrock that records what it was sent.
+        let seen = Arc::new(Mutex::new(Vec::<(String, HeaderMap)>::new()));
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/model/{model}/converse",
+            axum::routing::post(move |uri: axum::http::Uri, headers: HeaderMap| async move {
+                record.lock().unwrap().push((uri.path().to_string(), headers));
+                axum::Json(serde_json::json!({"output": {"message": {"role": "assistant", "content": [{"text": "ok"}]}}}))
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let credentials = SharedCredentialsProvider::new(Credentials::new(
+            "AKIDTEST", "secret", None, None, "test",
+        ));
+        let upstream = Upstream::signed(base, "eu-west-1", credentials).unwrap();
+        let request = ModelRequest::new(UpstreamRequest {
+            operation: Operation::Converse,
+            body: Bytes::from_static(b"{\"messages\":[]}"),
+            content_type: None,
+            accept: None,
+        })
+        .with_model("anthropic.claude-v2:1");
+        let response = upstream.oneshot(request).await.unwrap();
+        let body = response.body.collect().await.unwrap().to_bytes();
+        assert!(body.starts_with(b"{\"output\""));
+
+        let seen = seen.lock().unwrap();
+        let (path, headers) = &seen[0];
+        assert_eq!(
+            path, "/model/anthropic.claude-v2%3A1/converse",
+            "model id percent-encoded"
+        );
+        let authorization = headers["authorization"].to_str().unwrap();
+        assert!(
+            authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/")
+                && authorization.contains("/eu-west-1/bedrock/aws4_request"),
+            "{authorization}"
+        );
+        assert!(headers.contains_key("x-amz-date"));
     }
 }
