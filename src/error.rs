@@ -167,6 +167,11 @@ impl fmt::Display for FailedAttempt {
     }
 }
 
+/// The last attempt's inner error, as an error's source.
+fn last_error(attempts: &[FailedAttempt]) -> Option<&(dyn Error + 'static)> {
+    attempts.last().map(|a| &*a.error as &(dyn Error + 'static))
+}
+
 fn write_attempts(f: &mut fmt::Formatter<'_>, attempts: &[FailedAttempt]) -> fmt::Result {
     for (i, attempt) in attempts.iter().enumerate() {
         f.write_str(if i == 0 { ": " } else { "; " })?;
@@ -275,9 +280,7 @@ impl fmt::Display for CoolingDown {
 
 impl Error for CoolingDown {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.attempts
-            .last()
-            .map(|a| &*a.error as &(dyn Error + 'static))
+        last_error(&self.attempts)
     }
 }
 
@@ -311,9 +314,7 @@ impl fmt::Display for DeadlineExceeded {
 
 impl Error for DeadlineExceeded {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.attempts
-            .last()
-            .map(|a| &*a.error as &(dyn Error + 'static))
+        last_error(&self.attempts)
     }
 }
 
