@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! # Real Bedrock, with the standard AWS credential chain (env, profile, SSO, IMDS...):
-//! AWS_REGION=us-east-1 cargo run --example bedrock -- "Why is the sky blue?"
+//! AWS_REGION=us-east-1 cargo run --example bedrock --features testing -- "Why is the sky blue?"
 //!
 //! # No AWS account: start the embedded fake Bedrock, whose primary throttles the first call:
-//! cargo run --example bedrock -- --fake "Why is the sky blue?"
+//! cargo run --example bedrock --features testing -- --fake "Why is the sky blue?"
 //!
 //! # Any Bedrock-compatible endpoint (a fake of your own, a gateway):
-//! BEDROCK_ENDPOINT_URL=http://127.0.0.1:8080 cargo run --example bedrock -- "hi"
+//! BEDROCK_ENDPOINT_URL=http://127.0.0.1:8080 cargo run --example bedrock --features testing -- "hi"
 //! ```
 //!
 //! Set `BEDROCK_MODELS=primary,fallback,...` to choose the chain.

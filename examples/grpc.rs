@@ -2,7 +2,7 @@
 //! `GenerateStream` (which falls back only until content has started flowing).
 //!
 //! ```text
-//! cargo run --example grpc
+//! cargo run --example grpc --features testing,grpc
 //! ```
 //!
 //! The proto (`proto/generate.proto`) is compiled at build time by the `grpc` feature, in pure Rust.

@@ -2,7 +2,7 @@
 //! answers with the text of the model that served, named in `x-fallback-model`.
 //!
 //! ```text
-//! cargo run --example hyper_server
+//! cargo run --example hyper_server --features testing
 //! curl -s -i -d 'Why is the sky blue?' http://127.0.0.1:3000/generate
 //! ```
 //!
