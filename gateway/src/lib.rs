@@ -10,6 +10,7 @@
 //!
 //! | endpoint | what |
 //! |---|---|
+//! | `GET /` | a live status page: each chain's models, status, cooldown countdown, calls, throttles, success rate, and the primary's share over the last 10 minutes |
 //! | `GET /model_stats` | JSON stats: per model status, cooldown, counters, success rate; primary usage |
 //! | `POST /reset_model_cooldowns` | ends every cooldown (needs `Authorization: Bearer <admin token>`) |
 //! | `GET /healthz` | `ok` |

@@ -20,6 +20,7 @@ use tower_model_fallback::wire::{Operation, error_response, estimate_cost, json_
 pub(super) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/model/{model_id}/{operation}", post(model_call))
+        .route("/", get(status_page))
         .route("/model_stats", get(model_stats))
         .route("/reset_model_cooldowns", post(reset_cooldowns))
         .route("/healthz", get(|| async { "ok" }))
@@ -28,6 +29,16 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
             bedrock_error(404, "UnknownOperationException", "Unknown operation.")
         })
         .with_state(state)
+}
+
+/// The live status page: plain HTML, CSS and JS that refresh from `/model_stats`, no build step.
+async fn status_page() -> Response<Body> {
+    let mut response = Response::new(Body::from(include_str!("status.html")));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
 }
 
 fn bedrock_error(status: u16, code: &str, message: impl Into<String>) -> Response<Body> {
