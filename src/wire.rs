@@ -282,3 +282,52 @@ pub fn estimate_cost(request: Option<&Value>, body_len: usize) -> TokenCost {
         u32::try_from(output).unwrap_or(u32::MAX),
     )
 }
+
+/// What one event-stream frame means for fallback.
+#[derive(Debug)]
+pub enum FrameKind {
+    /// Content of the answer (`contentBlockStart`, `contentBlockDelta`, `chunk`): from here on, the
+    /// answer belongs to this model.
+    Content,
+    /// Any other event (`messageStart`, `metadata`, ...).
+    Other,
+    /// An exception event, as the error it stands for (`throttlingException` is a
+    /// `ThrottlingException` with status 429).
+    Exception(StatusError),
+}
+
+/// What `message`, one frame of a Bedrock event stream, means for fallback: the one place that knows
+/// which events are content, so that an error before them can still fall back.
+pub fn frame_kind(message: &Message) -> FrameKind {
+    let header = |name: &str| {
+        message
+            .headers()
+            .iter()
+            .find(|h| h.name().as_str() == name)
+            .and_then(|h| match h.value() {
+                FrameValue::String(s) => Some(s.as_str().to_string()),
+                _ => None,
+            })
+    };
+    match header(":message-type").as_deref() {
+        Some("exception") | Some("error") => {
+            let kind = header(":exception-type")
+                .or_else(|| header(":error-code"))
+                .unwrap_or_default();
+            let mut code = kind.clone();
+            if let Some(first) = code.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            let json: Value = serde_json::from_slice(message.payload()).unwrap_or_default();
+            let mut error = StatusError::new(bedrock_status(&code)).with_code(code);
+            if let Some(m) = json.get("message").and_then(|m| m.as_str()) {
+                error = error.with_message(m);
+            }
+            FrameKind::Exception(error)
+        }
+        _ => match header(":event-type").as_deref() {
+            Some("contentBlockStart" | "contentBlockDelta" | "chunk") => FrameKind::Content,
+            _ => FrameKind::Other,
+        },
+    }
+}

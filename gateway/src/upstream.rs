@@ -12,7 +12,6 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4::SigningParams;
 use aws_smithy_eventstream::frame::read_message_from;
 use aws_smithy_runtime_api::client::identity::Identity;
-use aws_smithy_types::event_stream::{HeaderValue as FrameValue, Message};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use bytes::{Bytes, BytesMut};
@@ -28,7 +27,7 @@ use tower_service::Service;
 
 use tower_model_fallback::ModelRequest;
 use tower_model_fallback::classify::{ClassifyResponse, StatusError};
-use tower_model_fallback::wire::{Operation, bedrock_status, error_from_parts};
+use tower_model_fallback::wire::{FrameKind, Operation, error_from_parts, frame_kind};
 
 /// A request as the gateway received it: cheap to clone for every attempt.
 #[derive(Clone, Debug)]
@@ -291,48 +290,6 @@ fn encode_segment(segment: &str) -> String {
         }
     }
     out
-}
-
-/// What one event-stream frame means for fallback.
-enum FrameKind {
-    Content,
-    Other,
-    Exception(StatusError),
-}
-
-fn frame_kind(message: &Message) -> FrameKind {
-    let header = |name: &str| {
-        message
-            .headers()
-            .iter()
-            .find(|h| h.name().as_str() == name)
-            .and_then(|h| match h.value() {
-                FrameValue::String(s) => Some(s.as_str().to_string()),
-                _ => None,
-            })
-    };
-    match header(":message-type").as_deref() {
-        Some("exception") | Some("error") => {
-            let kind = header(":exception-type")
-                .or_else(|| header(":error-code"))
-                .unwrap_or_default();
-            let mut code = kind.clone();
-            if let Some(first) = code.get_mut(0..1) {
-                first.make_ascii_uppercase();
-            }
-            let json: serde_json::Value =
-                serde_json::from_slice(message.payload()).unwrap_or_default();
-            let mut error = StatusError::new(bedrock_status(&code)).with_code(code);
-            if let Some(m) = json.get("message").and_then(|m| m.as_str()) {
-                error = error.with_message(m);
-            }
-            FrameKind::Exception(error)
-        }
-        _ => match header(":event-type").as_deref() {
-            Some("contentBlockStart" | "contentBlockDelta" | "chunk") => FrameKind::Content,
-            _ => FrameKind::Other,
-        },
-    }
 }
 
 /// Reads an event stream up to its first content event. An exception before it is the attempt's
