@@ -457,3 +457,92 @@ async fn invoke_model_and_its_stream_pass_through_with_fallback() {
     assert_eq!(chunks, [format!("Hello from {SECOND}")]);
     gw.stop().await;
 }
+
+// The status page at `/`, rendered by a real headless Chromium (Debian's `chromium`, installed by
+// `.ci/run`): it shows each chain's models, a cooldown after a throttle, and the cooldown ending.
+
+/// The page's DOM after its scripts ran, as Chromium serialises it.
+fn rendered(url: &str) -> String {
+    let output = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=2000",
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .expect("chromium is installed (.ci/run installs Debian's chromium)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The `data-status` of `model`'s row.
+fn status_of(dom: &str, model: &str) -> Option<String> {
+    let row = dom.find(&format!("data-model=\"{model}\""))?;
+    let rest = &dom[row..];
+    let start = rest.find("data-status=\"")? + "data-status=\"".len();
+    let end = rest[start..].find('"')?;
+    Some(rest[start..start + end].to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_a_cooldown_and_its_end() {
+    // A short cooldown so that the page can be seen both cooling and recovered.
+    let config =
+        GatewayConfig::from_toml("[policy]\ntiers = [[1, 3.0]]\nskip_threshold_s = 1.0\n").unwrap();
+    let gw = start(config).await;
+    let url = gw.url.clone();
+
+    let page = url.clone();
+    let dom = tokio::task::spawn_blocking(move || rendered(&page))
+        .await
+        .unwrap();
+    assert!(dom.contains("Chain claude"), "{dom}");
+    assert!(
+        dom.contains("Claude Sonnet 4") && dom.contains("Amazon Nova Lite"),
+        "{dom}"
+    );
+    assert_eq!(status_of(&dom, PRIMARY).as_deref(), Some("available"));
+
+    // One throttle on the primary: the request is served by the next model and the primary cools.
+    gw.fake.script(PRIMARY, [Step::throttle()]);
+    let converse = format!("{url}/model/claude/converse");
+    let body = r#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#;
+    let (status, _, _) = http("POST", &converse, None, body).await;
+    assert_eq!(status, 200);
+    let page = url.clone();
+    let dom = tokio::task::spawn_blocking(move || rendered(&page))
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&dom, PRIMARY).as_deref(),
+        Some("skipped"),
+        "{dom}"
+    );
+    assert!(dom.contains(" s</td>"), "a countdown is shown: {dom}");
+
+    // The cooldown ends (3 s) and the page says so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let page = url.clone();
+        let dom = tokio::task::spawn_blocking(move || rendered(&page))
+            .await
+            .unwrap();
+        if status_of(&dom, PRIMARY).as_deref() == Some("available") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cooldown never ended on the page: {dom}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    gw.stop().await;
+}
