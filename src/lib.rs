@@ -83,6 +83,10 @@
 //! calls a policy can rely on) is on [`CooldownPolicy`](policy::CooldownPolicy); counters and model
 //! status are in [`stats`].
 //!
+//! Tracing: a `model_fallback` span per request with its `request_id`, a debug event per attempt
+//! (model, class, cooldown set) and one per failed request (its reason). Neither payloads nor inner
+//! error text (which may quote the request) are logged.
+//!
 //! # Features
 //! - `bedrock` (default): [`bedrock`] services over `aws-sdk-bedrockruntime`, and a
 //!   [`DefaultClassifier`](classify::DefaultClassifier) that understands its errors.

@@ -1,18 +1,15 @@
 //! Counters per model and per layer, and the snapshot that reports them.
 //!
-//! `layer.stats()` (or `service.stats()`) returns a `StatsSnapshot`: per model the id, display name,
-//! status (what new requests do: `available`; `skipped` while more than the skip threshold of a cooldown is
-//! left; `reopening` in its last 2 s, or while a paced model admits requests), `cooldown_remaining_s` (to
-//! the end of the cooldown), `reopens_in_s` (until new requests try it again: the same time as
-//! `CoolingDown::retry_after`), attempts, successes, throttles, failures, cancelled and in-flight attempts
-//! and success rate; totals of requests (counted when they start, so `requests = served + failed +
-//! cancelled + in_flight` at every instant, including requests between attempts or waiting out a
-//! cooldown), served (by the primary and by fallbacks), failed, cancelled, in flight and primary-model
-//! usage (share of finished requests the primary served). `Serialize` with the `serde` feature. `reset_cooldowns()` puts every model back in chain order.
-//!
-//! Tracing: a `model_fallback` span per request with its `request_id`, a debug event per attempt (model,
-//! class, cooldown set) and one per failed request (its reason). Neither payloads nor inner error text
-//! (which may quote the request) are logged.
+//! `layer.stats()` (or `service.stats()`) returns a [`StatsSnapshot`]: per model the id, display
+//! name, [`status`](ModelStatus) (what new requests do: `available`; `skipped` while more than the
+//! skip threshold of a cooldown is left; `reopening` in its last 2 s, or while a paced model admits
+//! requests), `cooldown_remaining_s` (to the end of the cooldown), `reopens_in_s` (until new requests
+//! try it again: the same time as `CoolingDown::retry_after`), attempts, successes, throttles,
+//! failures, cancelled and in-flight attempts and success rate; totals of requests (counted when they
+//! start, so `requests = served + failed + cancelled + in_flight` at every instant, including
+//! requests between attempts or waiting out a cooldown), served (by the primary and by fallbacks),
+//! failed, cancelled, in flight and primary-model usage (share of finished requests the primary
+//! served). `Serialize` with the `serde` feature.
 //!
 //! Recording is a few atomic increments per request and attempt; nothing is derived until a
 //! snapshot is taken. Counters that can be derived (in-flight requests and attempts, served

@@ -4,18 +4,16 @@
 //! [`DefaultClassifier`] knows Bedrock's error codes and HTTP statuses, tower and tokio timeouts,
 //! I/O failures and this crate's [`StatusError`]; its table can be overridden per code or status.
 //!
-//! Retry-after hints are read from `retry-after` (seconds) and `x-amz-retry-after` (milliseconds); the
-//! longer wins, capped by `AdaptiveCooldown`'s `max_retry_after` (300 s). Override entries with
-//! `DefaultClassifier::with_code` / `with_status`, or pass any `Fn(&(dyn Error + 'static)) -> ErrorClass`.
-//! Your own services can return `classify::StatusError` (status, code, retry-after) to be classified like
-//! Bedrock. Services that report failures as responses (an HTTP client's 429 is an `Ok(Response)`) set a
-//! response classifier with `FallbackLayer::builder(..).classify_responses(HttpStatus)` (or their own
-//! `ClassifyResponse`), which turns such responses into the errors they stand for; the gateway does this
-//! for its upstream.
+//! Retry-after hints are read from `retry-after` (seconds) and `x-amz-retry-after` (milliseconds);
+//! the longer wins, capped by the policy's `max_retry_after` (300 s). Override entries with
+//! [`DefaultClassifier::with_code`] / [`with_status`](DefaultClassifier::with_status), or pass any
+//! `Fn(&(dyn Error + 'static)) -> ErrorClass`. Your own services can return a [`StatusError`]
+//! (status, code, retry-after) to be classified like Bedrock.
 //!
 //! Services that report failures as responses (an HTTP client's 429 is an `Ok(Response)`) add a
-//! [`ClassifyResponse`], such as [`HttpStatus`], which turns such responses into the errors they
-//! stand for before the error classifier sees them.
+//! [`ClassifyResponse`] with
+//! [`classify_responses`](crate::FallbackLayerBuilder::classify_responses), such as [`HttpStatus`]:
+//! it turns such responses into the errors they stand for before the error classifier sees them.
 //!
 //! | class | Bedrock codes / errors | what the layer does |
 //! |---|---|---|
