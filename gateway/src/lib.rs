@@ -11,7 +11,7 @@
 //! | endpoint | what |
 //! |---|---|
 //! | `GET /` | a live status page: each chain's models, status, cooldown countdown, calls, throttles, success rate, and the primary's share over the last 10 minutes |
-//! | `GET /model_stats` | JSON stats: per model status, cooldown, counters, success rate; primary usage |
+//! | `GET /model_stats` | JSON stats: per model status, cooldown, counters, success rate; per chain the primary's share over the last 10 minutes; totals |
 //! | `POST /reset_model_cooldowns` | ends every cooldown (needs `Authorization: Bearer <admin token>`) |
 //! | `GET /healthz` | `ok` |
 //! | `GET /metrics` | Prometheus text format |
@@ -39,12 +39,14 @@ use tower_model_fallback::testing::{FakeBedrock, Quota};
 mod config;
 mod metrics;
 mod routes;
+mod share_history;
 mod upstream;
 
 pub use config::{
     ChainConfig, FakeConfig, GatewayConfig, GatewayConfigError, ModelConfig, PolicyConfig,
     UpstreamKind,
 };
+use share_history::{SAMPLE_EVERY, Sample, ShareHistory};
 use upstream::{Upstream, UpstreamErrors};
 
 /// One configured chain and the service that walks it.
@@ -52,6 +54,16 @@ struct ChainRoute {
     alias: Option<String>,
     layer: FallbackLayer<UpstreamErrors>,
     service: Fallback<Upstream, UpstreamErrors>,
+    share_history: ShareHistory,
+}
+
+impl ChainRoute {
+    /// The name clients use: the alias, or else the primary's id.
+    fn name(&self) -> String {
+        self.alias
+            .clone()
+            .unwrap_or_else(|| self.layer.policy().chain().primary().to_string())
+    }
 }
 
 /// What the request handlers share.
@@ -139,6 +151,7 @@ impl Gateway {
                 alias,
                 layer,
                 service,
+                share_history: ShareHistory::default(),
             });
         }
         let state = AppState {
@@ -148,8 +161,10 @@ impl Gateway {
             admin_token: config.admin_token.clone(),
             max_body_bytes: config.max_body_bytes,
         };
+        let state = Arc::new(state);
+        tokio::spawn(sample_share_history(Arc::downgrade(&state)));
         Ok(Gateway {
-            state: Arc::new(state),
+            state,
             config,
             fake,
         })
@@ -191,11 +206,11 @@ impl Gateway {
                 .unwrap_or_default();
             text.push_str(&format!("  chain{alias}: {}\n", models.join(" -> ")));
         }
-        let name = self.state.chains.first().map_or_else(String::new, |c| {
-            c.alias
-                .clone()
-                .unwrap_or_else(|| c.layer.policy().chain().primary().to_string())
-        });
+        let name = self
+            .state
+            .chains
+            .first()
+            .map_or_else(String::new, ChainRoute::name);
         let auth = self
             .config
             .api_key
@@ -224,6 +239,21 @@ impl Gateway {
         // The fake upstream stays up until every request through it has finished.
         drop(self);
         Ok(())
+    }
+}
+
+/// Samples every chain's totals for the status page's chart until the gateway is dropped.
+async fn sample_share_history(state: std::sync::Weak<AppState>) {
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        for chain in &state.chains {
+            chain
+                .share_history
+                .record(Sample::now(&chain.layer.stats().totals));
+        }
     }
 }
 

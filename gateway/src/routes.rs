@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tower::{BoxError, ServiceExt};
 
+use super::share_history::Sample;
 use super::upstream::UpstreamRequest;
 use super::{AppState, metrics};
 use tower_model_fallback::ModelRequest;
@@ -186,6 +187,7 @@ fn failure_response(error: BoxError) -> Response<Body> {
 
 async fn model_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
     let mut models = Vec::new();
+    let mut chains = Vec::new();
     let (mut requests, mut served, mut primary, mut failed) = (0, 0, 0, 0);
     let (mut cancelled, mut in_flight) = (0, 0);
     for chain in &state.chains {
@@ -197,10 +199,11 @@ async fn model_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
         served += t.served;
         primary += t.served_by_primary;
         failed += t.failed;
-        let chain_name = chain
-            .alias
-            .clone()
-            .unwrap_or_else(|| chain.layer.policy().chain().primary().to_string());
+        let chain_name = chain.name();
+        chains.push(json!({
+            "name": chain_name,
+            "primary_share_history": chain.share_history.report(Sample::now(t)),
+        }));
         for m in stats.models {
             models.push(json!({
                 "name": m.name,
@@ -227,6 +230,7 @@ async fn model_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
             "version": env!("CARGO_PKG_VERSION"),
             "stats": {
                 "total_models": models.len(),
+                "chains": chains,
                 "models": models,
                 "requests": requests,
                 "served": served,
@@ -268,13 +272,7 @@ async fn reset_cooldowns(State(state): State<Arc<AppState>>, headers: HeaderMap)
 }
 
 async fn prometheus(State(state): State<Arc<AppState>>) -> Response<Body> {
-    let chains = state.chains.iter().map(|c| {
-        let name = c
-            .alias
-            .clone()
-            .unwrap_or_else(|| c.layer.policy().chain().primary().to_string());
-        (name, c.layer.stats())
-    });
+    let chains = state.chains.iter().map(|c| (c.name(), c.layer.stats()));
     match metrics::render(chains) {
         Ok(text) => {
             let mut response = Response::new(Body::from(text));

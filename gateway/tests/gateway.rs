@@ -510,6 +510,10 @@ async fn the_status_page_shows_a_cooldown_and_its_end() {
         "{dom}"
     );
     assert_eq!(status_of(&dom, PRIMARY).as_deref(), Some("available"));
+    assert!(
+        dom.contains("Primary share over the last 10 minutes: no traffic"),
+        "{dom}"
+    );
 
     // One throttle on the primary: the request is served by the next model and the primary cools.
     gw.fake.script(PRIMARY, [Step::throttle()]);
@@ -527,6 +531,11 @@ async fn the_status_page_shows_a_cooldown_and_its_end() {
         "{dom}"
     );
     assert!(dom.contains(" s</td>"), "a countdown is shown: {dom}");
+    // The server's history, not the page's: the one request was served by a fallback.
+    assert!(
+        dom.contains("Primary share over the last 10 minutes: 0 %"),
+        "{dom}"
+    );
 
     // The cooldown ends (3 s) and the page says so.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
