@@ -95,7 +95,6 @@
 //!   wire-level fake Bedrock server, for your own tests.
 //! - `wire`: [`wire`], Bedrock's wire format (operations, error responses, event-stream frames) as
 //!   the fake Bedrock and the gateway crate (`tower-model-fallback-gateway`) speak it.
-//! - `grpc`: compiles the tonic example's proto.
 
 #![forbid(unsafe_code)]
 #![warn(

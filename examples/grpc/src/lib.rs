@@ -2,11 +2,11 @@
 //! `GenerateStream` (which falls back only until content has started flowing).
 //!
 //! ```text
-//! cargo run --example grpc --features testing,grpc
+//! cargo run -p tower-model-fallback-grpc-example
 //! ```
 //!
-//! The proto (`proto/generate.proto`) is compiled at build time by the `grpc` feature, in pure Rust.
-//! The example runs on the embedded fake Bedrock, whose primary throttles every third call.
+//! The proto (`proto/generate.proto`) is compiled at build time in pure Rust (no system `protoc`).
+//! The binary runs on the embedded fake Bedrock, whose primary throttles every third call.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,9 +25,9 @@ use tower_model_fallback::bedrock::{
     ConverseService, ConverseStreamService, converse_text, user_message,
 };
 use tower_model_fallback::policy::AdaptiveCooldown;
-use tower_model_fallback::testing::{FakeBedrock, Step};
 use tower_model_fallback::{Fallback, FallbackLayer, ModelChain, ModelRequest};
 
+/// The generated protobuf types, client and server.
 pub mod pb {
     tonic::include_proto!("generate.v1");
 }
@@ -148,16 +148,4 @@ pub async fn serve(listener: TcpListener, service: Service) -> Result<(), tonic:
         .add_service(GeneratorServer::new(service))
         .serve_with_incoming(TcpListenerStream::new(listener))
         .await
-}
-
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let fake = FakeBedrock::start().await?;
-    for _ in 0..100 {
-        fake.script("primary-model", [Step::ok(), Step::ok(), Step::throttle()]);
-    }
-    let listener = TcpListener::bind("127.0.0.1:50051").await?;
-    println!("gRPC Generator on http://{}", listener.local_addr()?);
-    serve(listener, Service::new(fake.client())?).await?;
-    Ok(())
 }

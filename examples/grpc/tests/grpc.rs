@@ -1,8 +1,6 @@
 //! The tonic example, served on loopback and called by a real tonic client.
 
-#[allow(dead_code)]
-#[path = "../examples/grpc.rs"]
-mod grpc;
+use tower_model_fallback_grpc_example as grpc;
 
 use grpc::pb::GenerateRequest;
 use grpc::pb::generator_client::GeneratorClient;

@@ -1,12 +1,6 @@
-//! Compiles the gRPC example's proto (feature `grpc`) with protox, so no system `protoc` is needed.
+//! Compiles the example's proto with protox, so no system `protoc` is needed.
 
 fn main() {
-    #[cfg(feature = "grpc")]
-    grpc();
-}
-
-#[cfg(feature = "grpc")]
-fn grpc() {
     println!("cargo:rerun-if-changed=proto/generate.proto");
     let descriptors = match protox::compile(["generate.proto"], ["proto"]) {
         Ok(descriptors) => descriptors,
