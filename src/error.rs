@@ -318,6 +318,44 @@ impl Error for DeadlineExceeded {
     }
 }
 
+/// The layer's retry budget had no room for another fallback attempt, so the request ended after
+/// the attempts it lists. The budget (see
+/// [`FallbackLayerBuilder::retry_budget`](crate::FallbackLayerBuilder::retry_budget)) runs out when
+/// many requests need fallbacks at once, typically because every model is failing: it keeps the layer
+/// from multiplying the load on them.
+#[derive(Debug)]
+pub struct RetryBudgetExhausted {
+    attempts: Vec<FailedAttempt>,
+}
+
+impl RetryBudgetExhausted {
+    pub(crate) fn new(attempts: Vec<FailedAttempt>) -> Self {
+        RetryBudgetExhausted { attempts }
+    }
+
+    /// The attempts this request made before the budget refused the next one.
+    pub fn attempts(&self) -> &[FailedAttempt] {
+        &self.attempts
+    }
+}
+
+impl fmt::Display for RetryBudgetExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "retry budget exhausted after {} failed attempts",
+            self.attempts.len()
+        )?;
+        write_attempts(f, &self.attempts)
+    }
+}
+
+impl Error for RetryBudgetExhausted {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        last_error(&self.attempts)
+    }
+}
+
 /// A request named a model that the layer's chain (or a router) does not know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownModel {

@@ -14,7 +14,9 @@ use tower_service::Service;
 use tracing::Span;
 
 use crate::classify::{ClassifyResponse, ErrorClass, OkIsSuccess};
-use crate::error::{CoolingDown, DeadlineExceeded, FailedAttempt, FallbackError, UnknownModel};
+use crate::error::{
+    CoolingDown, DeadlineExceeded, FailedAttempt, FallbackError, RetryBudgetExhausted, UnknownModel,
+};
 use crate::layer::{Shared, WhenAllCooling};
 use crate::policy::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::request::{ModelId, ModelRequest, Route, TokenCost};
@@ -288,6 +290,9 @@ impl<B: Clone, C> Plan<B, C> {
             .max_attempts()
             .map_or(shared.max_attempts, |n| n.min(shared.max_attempts));
         shared.stats.request();
+        if let Some(budget) = &shared.retry_budget {
+            budget.deposit();
+        }
         Plan {
             shared,
             request,
@@ -319,8 +324,15 @@ impl<B: Clone, C> Plan<B, C> {
         {
             return Step::Finish(self.deadline_passed());
         }
-        if self.tried.count_ones() >= self.max_attempts {
+        let tried = self.tried.count_ones();
+        if tried >= self.max_attempts || tried as usize >= self.shared.chain.len() {
             return Step::Finish(self.exhausted());
+        }
+        if tried > 0
+            && let Some(budget) = &self.shared.retry_budget
+            && !budget.withdraw()
+        {
+            return Step::Finish(self.budget_exhausted());
         }
         let policy = &*self.shared.policy;
         let chain = &self.shared.chain;
@@ -463,6 +475,11 @@ impl<B: Clone, C> Plan<B, C> {
     fn cooling_down(&mut self, retry_after: Duration) -> BoxError {
         let error = CoolingDown::new(retry_after, mem::take(&mut self.failed));
         self.finish(error.into(), "cooling_down")
+    }
+
+    fn budget_exhausted(&mut self) -> BoxError {
+        let error = RetryBudgetExhausted::new(mem::take(&mut self.failed));
+        self.finish(error.into(), "retry_budget")
     }
 
     fn exhausted(&mut self) -> BoxError {

@@ -2,6 +2,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
+use tower::retry::budget::Budget;
 use tower_layer::Layer;
 
 use crate::chain::ModelChain;
@@ -45,6 +46,7 @@ pub(crate) struct Shared<C> {
     pub(crate) stats: Stats,
     pub(crate) when_all_cooling: WhenAllCooling,
     pub(crate) max_attempts: u32,
+    pub(crate) retry_budget: Option<Arc<dyn Budget + Send + Sync>>,
 }
 
 impl<C> Shared<C> {
@@ -168,6 +170,7 @@ pub struct FallbackLayerBuilder<C = OkIsSuccess> {
     response_classifier: C,
     when_all_cooling: WhenAllCooling,
     max_attempts: u32,
+    retry_budget: Option<Arc<dyn Budget + Send + Sync>>,
 }
 
 impl<C> fmt::Debug for FallbackLayerBuilder<C> {
@@ -176,6 +179,7 @@ impl<C> fmt::Debug for FallbackLayerBuilder<C> {
             .field("policy", &self.policy)
             .field("when_all_cooling", &self.when_all_cooling)
             .field("max_attempts", &self.max_attempts)
+            .field("retry_budget", &self.retry_budget.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -188,6 +192,7 @@ impl FallbackLayerBuilder {
             response_classifier: OkIsSuccess,
             when_all_cooling: WhenAllCooling::default(),
             max_attempts: u32::MAX,
+            retry_budget: None,
         }
     }
 }
@@ -204,6 +209,7 @@ impl<C> FallbackLayerBuilder<C> {
             response_classifier: classifier,
             when_all_cooling: self.when_all_cooling,
             max_attempts: self.max_attempts,
+            retry_budget: self.retry_budget,
         }
     }
 
@@ -226,6 +232,36 @@ impl<C> FallbackLayerBuilder<C> {
         self
     }
 
+    /// Limits fallback attempts across all requests of the layer with a retry `budget` (off by
+    /// default): every request deposits into it, and every attempt after a request's first
+    /// withdraws from it. A request the budget refuses ends with
+    /// [`RetryBudgetExhausted`](crate::error::RetryBudgetExhausted).
+    ///
+    /// Fallbacks are cheap while one model throttles, but when every model fails (an outage, a
+    /// network partition) each request would try them all, multiplying the load by the chain's
+    /// length. tower's [`TpsBudget`](tower::retry::budget::TpsBudget) allows a share of recent
+    /// requests plus a floor per second:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::retry::budget::TpsBudget;
+    /// use tower_model_fallback::{FallbackLayer, ModelChain, policy::AdaptiveCooldown};
+    ///
+    /// let chain = ModelChain::new(["primary", "fallback"])?;
+    /// // Fallbacks up to 20% of the last 10 s of requests, plus 10 per second.
+    /// let layer = FallbackLayer::builder(AdaptiveCooldown::new(chain))
+    ///     .retry_budget(TpsBudget::new(Duration::from_secs(10), 10, 0.2))
+    ///     .build()?;
+    /// # Ok::<(), tower::BoxError>(())
+    /// ```
+    ///
+    /// Depositing writes memory shared by every request, so a budget costs a little on the happy
+    /// path too.
+    pub fn retry_budget(mut self, budget: impl Budget + Send + Sync + 'static) -> Self {
+        self.retry_budget = Some(Arc::new(budget));
+        self
+    }
+
     /// Validates the options and builds the layer.
     pub fn build(self) -> Result<FallbackLayer<C>, ConfigError> {
         if self.max_attempts == 0 {
@@ -245,6 +281,7 @@ impl<C> FallbackLayerBuilder<C> {
                 response_classifier: self.response_classifier,
                 when_all_cooling: self.when_all_cooling,
                 max_attempts: self.max_attempts.max(1),
+                retry_budget: self.retry_budget,
             }),
         }
     }
