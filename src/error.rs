@@ -54,6 +54,9 @@ pub enum ConfigError {
     InvalidMargin,
     /// A quiet period is zero.
     ZeroQuietPeriod,
+    /// An outlier ejection needs a non-zero failure threshold and ejection time, and a maximum
+    /// ejection at least the base.
+    InvalidEjection,
     /// A policy name that is not one of [`PolicyKind`](crate::policy::PolicyKind)'s.
     UnknownPolicyKind(String),
 }
@@ -89,6 +92,9 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::InvalidMargin => f.write_str("pacing margin must be above 0 and at most 1"),
             ConfigError::ZeroQuietPeriod => f.write_str("quiet period must be longer than zero"),
+            ConfigError::InvalidEjection => f.write_str(
+                "outlier ejection needs at least one failure, a non-zero ejection time and a maximum at least that long",
+            ),
             ConfigError::UnknownPolicyKind(name) => write!(
                 f,
                 "policy kind must be fixed, adaptive, probing or paced, not {name:?}"

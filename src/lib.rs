@@ -69,6 +69,12 @@
 //!   [`FallbackError`](error::FallbackError), listing every attempt (model, class, cooldown set, inner error); its `source()`
 //!   is the last inner error, and `into_last_error()` gives it back to downcast to your service's error type.
 //!   A readiness error on a later attempt ends the request and is listed as its last attempt.
+//! - **Failing models.** A throttle-driven policy keeps trying a model that fails without throttling
+//!   (unreachable, timing out, answering 5xx). Wrap the policy in
+//!   [`OutlierEjection`](policy::OutlierEjection) to skip such a model after failures in a row and probe
+//!   it back; give the layer a [`retry_budget`](FallbackLayerBuilder::retry_budget) so that when every
+//!   model fails, fallbacks cannot multiply the load (the request ends with
+//!   [`RetryBudgetExhausted`](error::RetryBudgetExhausted)). Both are off by default.
 //! - **Response.** [`Served<R>`](Served) carries the response, the model that answered, and the failed attempts
 //!   before it.
 //! - **Readiness.** As tower's `retry`: `poll_ready` forwards the inner service's readiness; `call` moves

@@ -236,3 +236,33 @@ fn request_counters_never_drift() {
         );
     });
 }
+
+#[test]
+fn ejection_lets_exactly_one_probe_through() {
+    loom::model(|| {
+        at_secs(0.0);
+        let policy = match crate::policy::OutlierEjection::builder()
+            .consecutive_failures(1)
+            .wrap(AdaptiveCooldown::new(chain()))
+        {
+            Ok(policy) => Arc::new(policy),
+            Err(error) => panic!("{error}"),
+        };
+        let failed = begin(&*policy);
+        policy.on_failure(&failed, crate::classify::ErrorClass::Transient);
+        at_secs(10.0);
+        // The ejection has run out and two requests ask at once: one probes, the other skips A.
+        let p = policy.clone();
+        let other = thread::spawn(move || p.hint(A, None).is_available());
+        let mine = policy.hint(A, None).is_available();
+        let theirs = other.join().unwrap_or(false);
+        assert!(mine != theirs, "exactly one probe: {mine} {theirs}");
+        let probe = begin(&*policy);
+        policy.on_success(&probe);
+        assert_eq!(
+            policy.reopens_in(A),
+            None,
+            "the probe's answer brought A back"
+        );
+    });
+}

@@ -1,4 +1,5 @@
-//! When models fail rather than throttle: the retry budget bounds what fallbacks add to the load.
+//! When models fail rather than throttle: outlier ejection skips a model that keeps failing, and
+//! the retry budget bounds what fallbacks add to the load.
 
 use std::time::Duration;
 
@@ -6,9 +7,120 @@ use tokio::time::advance;
 use tower::retry::budget::TpsBudget;
 use tower::{Layer, ServiceExt};
 use tower_model_fallback::error::{FallbackError, RetryBudgetExhausted};
-use tower_model_fallback::policy::AdaptiveCooldown;
-use tower_model_fallback::testing::{ScriptedModels, Step};
-use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest};
+use tower_model_fallback::policy::{AdaptiveCooldown, CooldownPolicy, OutlierEjection};
+use tower_model_fallback::stats::ModelStatus;
+use tower_model_fallback::testing::{Gate, ScriptedModels, Step};
+use tower_model_fallback::{Fallback, FallbackLayer, ModelChain, ModelRequest};
+
+const DOWN: &str = "ServiceUnavailableException";
+
+/// Chain A, B; A is ejected after 3 failures in a row for 10 s, doubling up to 40 s.
+fn ejecting(models: &ScriptedModels) -> Fallback<ScriptedModels> {
+    let chain = ModelChain::new(["A", "B"]).unwrap();
+    let policy = OutlierEjection::builder()
+        .consecutive_failures(3)
+        .base_ejection(Duration::from_secs(10))
+        .max_ejection(Duration::from_secs(40))
+        .wrap(AdaptiveCooldown::new(chain))
+        .unwrap();
+    FallbackLayer::new(policy).layer(models.clone())
+}
+
+async fn served_by(svc: &Fallback<ScriptedModels>) -> String {
+    let served = svc.clone().oneshot(ModelRequest::new(())).await.unwrap();
+    served.model().to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_in_a_row_eject_a_model_until_a_probe_answers() {
+    let models = ScriptedModels::new().otherwise("A", Step::error(DOWN));
+    let svc = ejecting(&models);
+    for _ in 0..3 {
+        assert_eq!(served_by(&svc).await, "B");
+    }
+    assert_eq!(models.calls("A"), 3);
+    // Ejected: new requests go straight to B.
+    assert_eq!(served_by(&svc).await, "B");
+    assert_eq!(models.calls("A"), 3);
+    assert_eq!(svc.stats().models[0].status, ModelStatus::Skipped);
+
+    // After 10 s one request probes A; while it runs, the others still skip A.
+    advance(Duration::from_secs(10)).await;
+    let gate = Gate::new();
+    models.set_otherwise("A", Step::ok().held_by(&gate));
+    let probe = tokio::spawn(svc.clone().oneshot(ModelRequest::new(())));
+    tokio::task::yield_now().await;
+    assert_eq!(models.calls("A"), 4);
+    assert_eq!(served_by(&svc).await, "B");
+    assert_eq!(models.calls("A"), 4, "one probe at a time");
+    gate.open();
+    assert_eq!(probe.await.unwrap().unwrap().model().as_str(), "A");
+    // The probe answered: A is back for everyone.
+    assert_eq!(served_by(&svc).await, "A");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_ejects_the_model_for_twice_as_long() {
+    let models = ScriptedModels::new().otherwise("A", Step::error(DOWN));
+    let svc = ejecting(&models);
+    for _ in 0..3 {
+        served_by(&svc).await;
+    }
+    let policy = svc.policy().clone();
+    assert_eq!(policy.reopens_in(0), Some(Duration::from_secs(10)));
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(served_by(&svc).await, "B");
+    assert_eq!(models.calls("A"), 4, "the probe failed");
+    assert_eq!(policy.reopens_in(0), Some(Duration::from_secs(20)));
+    advance(Duration::from_secs(20)).await;
+    served_by(&svc).await;
+    assert_eq!(policy.reopens_in(0), Some(Duration::from_secs(40)));
+    advance(Duration::from_secs(40)).await;
+    served_by(&svc).await;
+    assert_eq!(
+        policy.reopens_in(0),
+        Some(Duration::from_secs(40)),
+        "capped at the maximum"
+    );
+    assert_eq!(models.calls("A"), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_failures_in_a_row_of_the_transient_kind_count() {
+    // Two failures, an answer, two failures: never three in a row.
+    let models = ScriptedModels::new().script(
+        "A",
+        [
+            Step::error(DOWN),
+            Step::error(DOWN),
+            Step::ok(),
+            Step::error(DOWN),
+            Step::error(DOWN),
+            // The request's own fault: the model answered, so this does not count either.
+            Step::error("ValidationException"),
+            Step::error(DOWN),
+            Step::error(DOWN),
+        ],
+    );
+    let svc = ejecting(&models);
+    for _ in 0..8 {
+        let _ = svc.clone().oneshot(ModelRequest::new(())).await;
+    }
+    assert_eq!(models.calls("A"), 8);
+    assert_eq!(svc.stats().models[0].status, ModelStatus::Available);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_ends_an_ejection() {
+    let models = ScriptedModels::new().otherwise("A", Step::error(DOWN));
+    let svc = ejecting(&models);
+    for _ in 0..3 {
+        served_by(&svc).await;
+    }
+    svc.reset_cooldowns();
+    models.set_otherwise("A", Step::ok());
+    assert_eq!(served_by(&svc).await, "A");
+}
 
 fn all_failing() -> ScriptedModels {
     ScriptedModels::new()

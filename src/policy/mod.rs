@@ -12,6 +12,8 @@
 //! - [`PacedCooldown`] paces a throttled model at the rate its quota was measured to refill, so the
 //!   model keeps serving what it can and the rest goes elsewhere at once. The best of the policies
 //!   in the simulator.
+//! - [`OutlierEjection`] wraps any of them and also skips a model whose calls keep failing (connect
+//!   errors, timeouts, 5xx), which a throttle-driven policy would keep trying.
 //! - [`FixedCooldown`] blocks a throttled model for a fixed time: the naive design, kept as a baseline
 //!   and as a worked example of writing a policy.
 //!
@@ -26,6 +28,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::chain::ModelChain;
@@ -34,6 +37,7 @@ use crate::request::TokenCost;
 
 mod adaptive;
 mod cell;
+mod ejection;
 pub(crate) mod epoch;
 mod fixed;
 mod kind;
@@ -43,6 +47,7 @@ mod rate_cell;
 
 pub use adaptive::{AdaptiveCooldown, AdaptiveCooldownBuilder, Tier};
 pub use cell::CooldownCell;
+pub use ejection::{OutlierEjection, OutlierEjectionBuilder};
 pub use epoch::Epoch;
 pub use fixed::FixedCooldown;
 pub use kind::PolicyKind;
@@ -182,4 +187,39 @@ pub trait CooldownPolicy: Any + fmt::Debug + Send + Sync {
 
     /// Forgets every cooldown and throttle history, putting all models back in chain order.
     fn reset_cooldowns(&self);
+}
+
+/// A policy chosen at run time (such as [`PolicyKind::with_defaults`]'s)
+/// can be wrapped too.
+impl CooldownPolicy for Arc<dyn CooldownPolicy> {
+    fn chain(&self) -> &ModelChain {
+        (**self).chain()
+    }
+    fn hint(&self, model: usize, cost: Option<TokenCost>) -> Hint {
+        (**self).hint(model, cost)
+    }
+    fn on_attempt(&self, model: usize, cost: Option<TokenCost>) -> Ticket {
+        (**self).on_attempt(model, cost)
+    }
+    fn on_success(&self, attempt: &AttemptInfo) {
+        (**self).on_success(attempt)
+    }
+    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
+        (**self).on_throttle(attempt, retry_after)
+    }
+    fn on_failure(&self, attempt: &AttemptInfo, class: ErrorClass) {
+        (**self).on_failure(attempt, class)
+    }
+    fn on_cancelled(&self, attempt: &AttemptInfo) {
+        (**self).on_cancelled(attempt)
+    }
+    fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
+        (**self).cooldown_remaining(model)
+    }
+    fn reopens_in(&self, model: usize) -> Option<Duration> {
+        (**self).reopens_in(model)
+    }
+    fn reset_cooldowns(&self) {
+        (**self).reset_cooldowns()
+    }
 }
