@@ -437,6 +437,11 @@ impl<B: Clone, C> Plan<B, C> {
                 self.shared.stats.throttle(attempt.model);
                 Some(policy.on_throttle(&attempt, retry_after))
             }
+            ErrorClass::Fatal => {
+                self.shared.stats.request_error(attempt.model);
+                policy.on_failure(&attempt, class);
+                None
+            }
             _ => {
                 self.shared.stats.failure(attempt.model);
                 policy.on_failure(&attempt, class);

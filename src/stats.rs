@@ -5,7 +5,8 @@
 //! skip threshold of a cooldown is left; `reopening` in its last 2 s, or while a paced model admits
 //! requests), `cooldown_remaining_s` (to the end of the cooldown), `reopens_in_s` (until new requests
 //! try it again: the same time as `CoolingDown::retry_after`), attempts, successes, throttles,
-//! failures, cancelled and in-flight attempts and success rate; totals of requests (counted when they
+//! failures, request errors (the request's own fault, kept out of the success rate), cancelled and
+//! in-flight attempts and success rate; totals of requests (counted when they
 //! start, so `requests = served + failed + cancelled + in_flight` at every instant, including
 //! requests between attempts or waiting out a cooldown), served (by the primary and by fallbacks),
 //! failed, cancelled, in flight and primary-model usage (share of finished requests the primary
@@ -32,6 +33,7 @@ struct ModelCounters {
     successes: AtomicU64,
     throttles: AtomicU64,
     failures: AtomicU64,
+    request_errors: AtomicU64,
     cancelled: AtomicU64,
 }
 
@@ -84,6 +86,9 @@ impl Stats {
     pub(crate) fn failure(&self, model: usize) {
         self.model(model, |c| &c.failures);
     }
+    pub(crate) fn request_error(&self, model: usize) {
+        self.model(model, |c| &c.request_errors);
+    }
     pub(crate) fn attempt_cancelled(&self, model: usize) {
         self.model(model, |c| &c.cancelled);
     }
@@ -99,9 +104,11 @@ impl Stats {
                 let successes = c.successes.load(Acquire);
                 let throttles = c.throttles.load(Acquire);
                 let failures = c.failures.load(Acquire);
+                let request_errors = c.request_errors.load(Acquire);
                 let cancelled = c.cancelled.load(Acquire);
                 let attempts = c.attempts.load(Relaxed);
-                let finished = successes + throttles + failures;
+                let answered = successes + throttles + failures;
+                let finished = answered + request_errors;
                 let cooldown = policy.cooldown_remaining(i);
                 let reopens_in = cooldown.and_then(|_| policy.reopens_in(i));
                 ModelStats {
@@ -118,9 +125,10 @@ impl Stats {
                     successes,
                     throttles,
                     failures,
+                    request_errors,
                     cancelled,
                     in_flight: attempts.saturating_sub(finished + cancelled),
-                    success_rate: ratio(successes, finished),
+                    success_rate: ratio(successes, answered),
                 }
             })
             .collect();
@@ -188,13 +196,19 @@ pub struct ModelStats {
     pub successes: u64,
     /// Attempts that were throttled.
     pub throttles: u64,
-    /// Attempts that failed otherwise.
+    /// Attempts that failed otherwise, for a reason of the model's (errors that are the request's
+    /// fault are `request_errors`).
     pub failures: u64,
+    /// Attempts that failed because of the request itself (a [`Fatal`](crate::classify::ErrorClass::Fatal)
+    /// error such as a `ValidationException`): not the model's fault, so not in `failures` or the
+    /// success rate.
+    pub request_errors: u64,
     /// Attempts dropped before they finished (their request was cancelled or hit its deadline).
     pub cancelled: u64,
     /// Attempts running now.
     pub in_flight: u64,
-    /// Successes per finished attempt, from 0 to 1; `None` before the first finished attempt.
+    /// Successes per attempt the model answered or failed (`successes + throttles + failures`), from
+    /// 0 to 1; `None` before the first.
     pub success_rate: Option<f64>,
 }
 

@@ -257,7 +257,7 @@ fn assert_stats_add_up(svc: &Fallback<Models>) {
     for m in &stats.models {
         assert_eq!(
             m.attempts,
-            m.successes + m.throttles + m.failures + m.cancelled + m.in_flight,
+            m.successes + m.throttles + m.failures + m.request_errors + m.cancelled + m.in_flight,
             "{m:?}"
         );
     }

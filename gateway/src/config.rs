@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use tower::retry::budget::TpsBudget;
 use tower_model_fallback::ModelChain;
 use tower_model_fallback::WhenAllCooling;
 use tower_model_fallback::error::ConfigError;
 use tower_model_fallback::policy::{
-    AdaptiveCooldown, CooldownPolicy, PacedCooldown, PolicyKind, ProbingCooldown, Tier,
+    AdaptiveCooldown, CooldownPolicy, OutlierEjection, PacedCooldown, PolicyKind, ProbingCooldown,
+    Tier,
 };
 
 /// Where the gateway sends model calls.
@@ -28,13 +30,31 @@ pub enum UpstreamKind {
 }
 
 /// One model of a chain.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Bedrock model or inference profile id.
     pub id: String,
     /// Display name for stats.
     #[serde(default)]
     pub name: Option<String>,
+    /// The entry's name in the chain: in stats, metrics and `x-fallback-model` (default: `id`). Needed
+    /// when a chain holds the same model twice, in two regions.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// AWS region of this entry (default: the gateway's `region`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint of this entry (default: the region's Bedrock runtime, or the gateway's `endpoint_url`).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+}
+
+impl ModelConfig {
+    /// The entry's key in its chain.
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or(&self.id)
+    }
 }
 
 /// A fallback chain. Requests name it by its primary model id or by its alias.
@@ -68,6 +88,18 @@ pub struct PolicyConfig {
     pub skip_threshold_s: f64,
     /// `try_anyway`, `fail_fast` or `wait`.
     pub when_all_cooling: String,
+    /// Transient failures in a row (connect errors, timeouts, 5xx) that eject a model; 0 turns outlier
+    /// ejection off.
+    pub eject_after_failures: u32,
+    /// The first ejection, in seconds; each ejection in a row doubles it.
+    pub ejection_s: f64,
+    /// The longest ejection, in seconds.
+    pub max_ejection_s: f64,
+    /// Fallback attempts allowed beyond each request's first, as a percentage of the requests of the
+    /// last 10 s; 0 turns the retry budget off.
+    pub retry_budget_percent: f64,
+    /// Fallback attempts per second always allowed, on top of the percentage.
+    pub retry_budget_min_per_s: u32,
 }
 
 impl Default for PolicyConfig {
@@ -81,6 +113,11 @@ impl Default for PolicyConfig {
             tiers: vec![(1, 10.0), (2, 30.0), (4, 60.0)],
             skip_threshold_s: 2.0,
             when_all_cooling: "try_anyway".into(),
+            eject_after_failures: 5,
+            ejection_s: 10.0,
+            max_ejection_s: 300.0,
+            retry_budget_percent: 20.0,
+            retry_budget_min_per_s: 10,
         }
     }
 }
@@ -120,6 +157,34 @@ pub struct GatewayConfig {
     pub admin_token: Option<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Bedrock runtime endpoint for every model without its own (`https://bedrock-runtime.{region}.amazonaws.com`
+    /// by default): a VPC endpoint, a proxy, or a local Bedrock-compatible server (`http://` allowed).
+    pub endpoint_url: Option<String>,
+    /// Seconds to establish an upstream connection (TCP and TLS).
+    pub connect_timeout_s: f64,
+    /// Seconds one model call may take to answer: to its response headers, and for streams to their
+    /// first content event. A timed-out attempt falls back.
+    pub attempt_timeout_s: f64,
+    /// Seconds a whole request may take, fallbacks included: its deadline.
+    pub request_timeout_s: f64,
+    /// Seconds a client has to send a request's headers, counted from when the connection waits for
+    /// a request (so it also closes idle keep-alive connections).
+    pub header_read_timeout_s: f64,
+    /// Seconds a client has to send a request's body once its headers are in; then 408.
+    pub body_read_timeout_s: f64,
+    /// Seconds a client may go without accepting any bytes of its answer before it is disconnected.
+    pub idle_timeout_s: f64,
+    /// Seconds requests in flight get to finish after SIGTERM; then they are cut and the process exits.
+    pub shutdown_grace_s: f64,
+    /// Open client connections at most; further clients wait in the listen backlog. Default: half
+    /// the process's file-descriptor limit, at most 10,000.
+    pub max_connections: Option<usize>,
+    /// Model requests in flight at most; beyond it clients get a 429 `ThrottlingException` at once.
+    pub max_in_flight: usize,
+    /// Bytes of request bodies buffered at once, across all clients; beyond it clients get a 429.
+    pub max_buffered_body_bytes: usize,
+    /// When set, `/metrics` and `/model_stats` need `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
     /// Fallback chains.
     pub chains: Vec<ChainConfig>,
     /// Cooldown policy numbers, shared by every chain.
@@ -139,6 +204,18 @@ impl fmt::Debug for GatewayConfig {
             .field("api_key", &redact(&self.api_key))
             .field("admin_token", &redact(&self.admin_token))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("connect_timeout_s", &self.connect_timeout_s)
+            .field("attempt_timeout_s", &self.attempt_timeout_s)
+            .field("request_timeout_s", &self.request_timeout_s)
+            .field("header_read_timeout_s", &self.header_read_timeout_s)
+            .field("body_read_timeout_s", &self.body_read_timeout_s)
+            .field("idle_timeout_s", &self.idle_timeout_s)
+            .field("shutdown_grace_s", &self.shutdown_grace_s)
+            .field("max_connections", &self.max_connections)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_buffered_body_bytes", &self.max_buffered_body_bytes)
+            .field("metrics_token", &redact(&self.metrics_token))
             .field("chains", &self.chains)
             .field("policy", &self.policy)
             .field("fake", &self.fake)
@@ -151,6 +228,7 @@ impl Default for GatewayConfig {
         let model = |id: &str, name: &str| ModelConfig {
             id: id.into(),
             name: Some(name.into()),
+            ..ModelConfig::default()
         };
         GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -159,6 +237,18 @@ impl Default for GatewayConfig {
             api_key: None,
             admin_token: None,
             max_body_bytes: 1024 * 1024,
+            endpoint_url: None,
+            connect_timeout_s: 3.0,
+            attempt_timeout_s: 60.0,
+            request_timeout_s: 300.0,
+            header_read_timeout_s: 10.0,
+            body_read_timeout_s: 30.0,
+            idle_timeout_s: 60.0,
+            shutdown_grace_s: 30.0,
+            max_connections: None,
+            max_in_flight: 1024,
+            max_buffered_body_bytes: 256 * 1024 * 1024,
+            metrics_token: None,
             chains: vec![ChainConfig {
                 alias: Some("claude".into()),
                 models: vec![
@@ -177,6 +267,18 @@ impl Default for GatewayConfig {
             fake: FakeConfig::default(),
         }
     }
+}
+
+/// The gateway's timeouts; see the fields of [`GatewayConfig`] of the same names.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    pub(crate) connect: Duration,
+    pub(crate) attempt: Duration,
+    pub(crate) request: Duration,
+    pub(crate) header_read: Duration,
+    pub(crate) body_read: Duration,
+    pub(crate) idle: Duration,
+    pub(crate) shutdown_grace: Duration,
 }
 
 /// A configuration problem, reported before the gateway starts.
@@ -219,6 +321,48 @@ fn seconds(name: &str, value: f64) -> Result<Duration, GatewayConfigError> {
     })
 }
 
+/// An AWS region name such as `us-east-1` or `us-gov-west-1`: it becomes part of a host name.
+fn check_region(region: &str) -> Result<(), GatewayConfigError> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let well_formed = parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(GatewayConfigError::Invalid(format!(
+            "{region:?} is not an AWS region name (such as us-east-1)"
+        )))
+    }
+}
+
+/// An `http://` or `https://` URL with a host and no query.
+fn check_endpoint_url(url: &str) -> Result<(), GatewayConfigError> {
+    let invalid = || {
+        GatewayConfigError::Invalid(format!(
+            "endpoint_url {url:?} must be an http:// or https:// URL with a host"
+        ))
+    };
+    let uri: axum::http::Uri = url.parse().map_err(|_| invalid())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    if scheme_ok && uri.host().is_some_and(|h| !h.is_empty()) && uri.query().is_none() {
+        Ok(())
+    } else {
+        Err(invalid())
+    }
+}
+
+/// The Bedrock runtime endpoint of `region`.
+pub(crate) fn bedrock_endpoint(region: &str) -> String {
+    format!("https://bedrock-runtime.{region}.amazonaws.com")
+}
+
 impl GatewayConfig {
     /// Parses a TOML document; missing keys take their defaults.
     pub fn from_toml(text: &str) -> Result<Self, GatewayConfigError> {
@@ -246,8 +390,8 @@ impl GatewayConfig {
                     .models
                     .iter()
                     .fold(ModelChain::builder(), |b, m| match &m.name {
-                        Some(name) => b.model_named(m.id.as_str(), name),
-                        None => b.model(m.id.as_str()),
+                        Some(name) => b.model_named(m.key(), name),
+                        None => b.model(m.key()),
                     })
                     .build()?;
                 Ok((c.alias.clone(), chain))
@@ -273,7 +417,7 @@ impl GatewayConfig {
                 .skip_threshold(seconds("skip_threshold_s", p.skip_threshold_s)?)
                 .build(chain)?)
         };
-        Ok(match p.kind.parse::<PolicyKind>()? {
+        let policy: Arc<dyn CooldownPolicy> = match p.kind.parse::<PolicyKind>()? {
             PolicyKind::Adaptive => Arc::new(adaptive(chain)?),
             PolicyKind::Probing => Arc::new(ProbingCooldown::with_probes(
                 adaptive(chain)?,
@@ -288,7 +432,75 @@ impl GatewayConfig {
                     .build(chain)?,
             ),
             other => other.with_defaults(chain),
+        };
+        if p.eject_after_failures == 0 {
+            return Ok(policy);
+        }
+        let ejecting = OutlierEjection::builder()
+            .consecutive_failures(p.eject_after_failures)
+            .base_ejection(seconds("ejection_s", p.ejection_s)?)
+            .max_ejection(seconds("max_ejection_s", p.max_ejection_s)?)
+            .wrap(policy)?;
+        Ok(Arc::new(ejecting))
+    }
+
+    /// Checks the regions and endpoint URLs of the gateway and of every chain entry.
+    pub(crate) fn check_endpoints(&self) -> Result<(), GatewayConfigError> {
+        check_region(&self.region)?;
+        if let Some(url) = &self.endpoint_url {
+            check_endpoint_url(url)?;
+        }
+        for model in self.chains.iter().flat_map(|c| &c.models) {
+            if let Some(region) = &model.region {
+                check_region(region)?;
+            }
+            if let Some(url) = &model.endpoint_url {
+                check_endpoint_url(url)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The timeouts, each a positive number of seconds.
+    pub(crate) fn timeouts(&self) -> Result<Timeouts, GatewayConfigError> {
+        let positive = |name: &str, value: f64| {
+            seconds(name, value).and_then(|d| {
+                if d.is_zero() {
+                    Err(GatewayConfigError::Invalid(format!(
+                        "{name} must be above zero"
+                    )))
+                } else {
+                    Ok(d)
+                }
+            })
+        };
+        Ok(Timeouts {
+            connect: positive("connect_timeout_s", self.connect_timeout_s)?,
+            attempt: positive("attempt_timeout_s", self.attempt_timeout_s)?,
+            request: positive("request_timeout_s", self.request_timeout_s)?,
+            header_read: positive("header_read_timeout_s", self.header_read_timeout_s)?,
+            body_read: positive("body_read_timeout_s", self.body_read_timeout_s)?,
+            idle: positive("idle_timeout_s", self.idle_timeout_s)?,
+            shutdown_grace: seconds("shutdown_grace_s", self.shutdown_grace_s)?,
         })
+    }
+
+    /// The retry budget shared by a chain's requests, or `None` when it is off.
+    pub(crate) fn retry_budget(&self) -> Result<Option<TpsBudget>, GatewayConfigError> {
+        let percent = self.policy.retry_budget_percent;
+        if percent == 0.0 {
+            return Ok(None);
+        }
+        if !(percent > 0.0 && percent <= 1000.0) {
+            return Err(GatewayConfigError::Invalid(format!(
+                "retry_budget_percent must be between 0 and 1000, not {percent}"
+            )));
+        }
+        Ok(Some(TpsBudget::new(
+            Duration::from_secs(10),
+            self.policy.retry_budget_min_per_s,
+            (percent / 100.0) as f32,
+        )))
     }
 
     /// The all-cooling mode.

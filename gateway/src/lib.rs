@@ -37,8 +37,10 @@ use tower_model_fallback::FallbackLayer;
 use tower_model_fallback::testing::{FakeBedrock, Quota};
 
 mod config;
+mod in_flight;
 mod metrics;
 mod routes;
+mod server;
 mod share_history;
 mod upstream;
 
@@ -46,8 +48,12 @@ pub use config::{
     ChainConfig, FakeConfig, GatewayConfig, GatewayConfigError, ModelConfig, PolicyConfig,
     UpstreamKind,
 };
+use config::{Timeouts, bedrock_endpoint};
+use metrics::{AttemptLatency, Metrics};
+use server::ServerLimits;
 use share_history::{SAMPLE_EVERY, Sample, ShareHistory};
-use upstream::{Upstream, UpstreamErrors};
+use tokio::sync::Semaphore;
+use upstream::{Target, Upstream, UpstreamErrors};
 
 /// One configured chain and the service that walks it.
 struct ChainRoute {
@@ -73,7 +79,14 @@ pub(crate) struct AppState {
     names: HashMap<String, usize>,
     api_key: Option<String>,
     admin_token: Option<String>,
+    metrics_token: Option<String>,
     max_body_bytes: usize,
+    timeouts: Timeouts,
+    /// One permit per model request being served (`max_in_flight`).
+    in_flight: Arc<Semaphore>,
+    /// One permit per byte of request body buffered (`max_buffered_body_bytes`).
+    body_memory: Arc<Semaphore>,
+    metrics: Metrics,
 }
 
 impl AppState {
@@ -87,6 +100,7 @@ pub struct Gateway {
     state: Arc<AppState>,
     config: GatewayConfig,
     fake: Option<FakeBedrock>,
+    limits: ServerLimits,
 }
 
 impl fmt::Debug for Gateway {
@@ -104,7 +118,9 @@ impl Gateway {
     pub async fn new(config: GatewayConfig) -> Result<Gateway, BoxError> {
         let chains = config.model_chains()?;
         let when_all_cooling = config.when_all_cooling()?;
-        let (upstream, fake) = match config.upstream {
+        let timeouts = config.timeouts()?;
+        config.check_endpoints()?;
+        let (fake, credentials) = match config.upstream {
             UpstreamKind::Fake => {
                 let quota = Quota::new(
                     config.fake.primary_requests_per_minute,
@@ -117,7 +133,7 @@ impl Gateway {
                     })
                     .start()
                     .await?;
-                (Upstream::unsigned(fake.endpoint_url())?, Some(fake))
+                (Some(fake), None)
             }
             UpstreamKind::Bedrock => {
                 let region = aws_config::Region::new(config.region.clone());
@@ -128,9 +144,12 @@ impl Gateway {
                 let credentials: SharedCredentialsProvider = sdk.credentials_provider().ok_or(
                     "no AWS credentials found (environment, profile, SSO or instance role)",
                 )?;
-                (Upstream::bedrock(&config.region, credentials)?, None)
+                (None, Some(credentials))
             }
         };
+        let targets = targets(&config, fake.as_ref(), credentials)?;
+        let latency = AttemptLatency::default();
+        let upstream = Upstream::new(targets, timeouts.connect, timeouts.attempt, latency.clone())?;
         let mut names = HashMap::new();
         let mut routes = Vec::new();
         for (index, (alias, chain)) in chains.into_iter().enumerate() {
@@ -142,10 +161,15 @@ impl Gateway {
                     .into());
                 }
             }
-            let layer = FallbackLayer::builder_shared(config.policy(chain)?)
+            let builder = FallbackLayer::builder_shared(config.policy(chain)?)
                 .when_all_cooling(when_all_cooling)
-                .classify_responses(UpstreamErrors)
-                .build()?;
+                .classify_responses(UpstreamErrors);
+            // Each chain has its own budget: one chain's outage must not spend another's.
+            let builder = match config.retry_budget()? {
+                Some(budget) => builder.retry_budget(budget),
+                None => builder,
+            };
+            let layer = builder.build()?;
             let service = tower::Layer::layer(&layer, upstream.clone());
             routes.push(ChainRoute {
                 alias,
@@ -154,12 +178,44 @@ impl Gateway {
                 share_history: ShareHistory::default(),
             });
         }
+        let metrics = Metrics::new(
+            routes.iter().map(|c| (c.name(), c.layer.clone())).collect(),
+            latency,
+        );
+        let max_connections = config
+            .max_connections
+            .unwrap_or_else(server::default_max_connections);
+        let limits = ServerLimits {
+            max_connections,
+            header_read_timeout: timeouts.header_read,
+            idle_timeout: timeouts.idle,
+            shutdown_grace: timeouts.shutdown_grace,
+        };
+        if max_connections == 0 || config.max_in_flight == 0 {
+            return Err(GatewayConfigError::Invalid(
+                "max_connections and max_in_flight must be above zero".into(),
+            )
+            .into());
+        }
+        if config.max_buffered_body_bytes < config.max_body_bytes {
+            return Err(GatewayConfigError::Invalid(
+                "max_buffered_body_bytes must be at least max_body_bytes".into(),
+            )
+            .into());
+        }
         let state = AppState {
             chains: routes,
             names,
             api_key: config.api_key.clone(),
             admin_token: config.admin_token.clone(),
+            metrics_token: config.metrics_token.clone(),
             max_body_bytes: config.max_body_bytes,
+            timeouts,
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            body_memory: Arc::new(Semaphore::new(
+                config.max_buffered_body_bytes.min(Semaphore::MAX_PERMITS),
+            )),
+            metrics,
         };
         let state = Arc::new(state);
         tokio::spawn(sample_share_history(Arc::downgrade(&state)));
@@ -167,6 +223,7 @@ impl Gateway {
             state,
             config,
             fake,
+            limits,
         })
     }
 
@@ -226,20 +283,51 @@ impl Gateway {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting and lets requests in
-    /// flight finish.
+    /// flight finish for `shutdown_grace_s`; whatever is still open then is cut.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = self.router();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        server::serve(listener, self.router(), self.limits, shutdown).await;
         // The fake upstream stays up until every request through it has finished.
         drop(self);
         Ok(())
     }
+}
+
+/// Where each chain entry's calls go: its own endpoint or region, else the gateway's.
+fn targets(
+    config: &GatewayConfig,
+    fake: Option<&FakeBedrock>,
+    credentials: Option<SharedCredentialsProvider>,
+) -> Result<HashMap<String, Target>, GatewayConfigError> {
+    let mut targets: HashMap<String, Target> = HashMap::new();
+    for model in config.chains.iter().flat_map(|c| &c.models) {
+        let region = model.region.as_deref().unwrap_or(&config.region);
+        let base = match (&model.endpoint_url, fake) {
+            (Some(url), _) => url.clone(),
+            (None, Some(fake)) => fake.endpoint_url(),
+            (None, None) => match (&model.region, &config.endpoint_url) {
+                (None, Some(url)) => url.clone(),
+                _ => bedrock_endpoint(region),
+            },
+        };
+        let target = match &credentials {
+            Some(credentials) => Target::signed(&base, &model.id, region, credentials.clone()),
+            None => Target::unsigned(&base, &model.id),
+        };
+        if let Some(known) = targets.get(model.key())
+            && format!("{known:?}") != format!("{target:?}")
+        {
+            return Err(GatewayConfigError::Invalid(format!(
+                "model key {:?} names two different targets; give one of them its own key",
+                model.key()
+            )));
+        }
+        targets.insert(model.key().to_string(), target);
+    }
+    Ok(targets)
 }
 
 /// Samples every chain's totals for the status page's chart until the gateway is dropped.

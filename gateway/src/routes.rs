@@ -10,13 +10,20 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tower::{BoxError, ServiceExt};
 
+use super::AppState;
+use super::in_flight::{InFlight, InFlightGuard};
 use super::share_history::Sample;
 use super::upstream::UpstreamRequest;
-use super::{AppState, metrics};
-use tower_model_fallback::ModelRequest;
+use std::time::Duration;
+
+use axum::extract::rejection::PathRejection;
+use tokio::time::Instant;
 use tower_model_fallback::classify::StatusError;
-use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError, UnknownModel};
+use tower_model_fallback::error::{
+    CoolingDown, DeadlineExceeded, FailedAttempt, FallbackError, RetryBudgetExhausted, UnknownModel,
+};
 use tower_model_fallback::wire::{Operation, error_response, estimate_cost, json_response};
+use tower_model_fallback::{ModelRequest, RequestId};
 
 pub(super) fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -68,16 +75,89 @@ fn bearer_is(headers: &HeaderMap, secret: &str) -> bool {
         .is_some_and(|token| same_secret(token.trim(), secret))
 }
 
+/// Longest model id accepted in a path (Bedrock's own limit for model ids and ARNs).
+const MAX_MODEL_ID_CHARS: usize = 2048;
+/// How much of a bad or unknown model id an error message quotes.
+const QUOTED_ID_CHARS: usize = 64;
+
+/// At most the first [`QUOTED_ID_CHARS`] characters of `id`, marked when cut.
+fn quoted(id: &str) -> String {
+    match id.char_indices().nth(QUOTED_ID_CHARS) {
+        Some((cut, _)) => format!("{}...", &id[..cut]),
+        None => id.to_string(),
+    }
+}
+
+/// What the access log and the metrics say about one model request.
+struct Outcome {
+    chain: String,
+    model: Option<String>,
+    attempts: usize,
+}
+
 async fn model_call(
     State(state): State<Arc<AppState>>,
-    Path((model_id, operation)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = RequestId::next();
+    let mut outcome = Outcome {
+        chain: String::new(),
+        model: None,
+        attempts: 0,
+    };
+    let mut response =
+        serve_model_call(&state, path, &headers, body, request_id, &mut outcome).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
+        response.headers_mut().insert("x-amzn-requestid", value);
+    }
+    state.metrics.request(&outcome.chain, status, elapsed);
+    // The access line: never the prompt, the keys or upstream error text.
+    tracing::info!(
+        target: "access",
+        request_id = %request_id,
+        chain = %outcome.chain,
+        model = outcome.model.as_deref().unwrap_or("-"),
+        attempts = outcome.attempts,
+        status,
+        latency_ms = elapsed.as_millis() as u64,
+    );
+    response
+}
+
+async fn serve_model_call(
+    state: &AppState,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: &HeaderMap,
+    body: Body,
+    request_id: RequestId,
+    outcome: &mut Outcome,
+) -> Response<Body> {
     if let Some(key) = &state.api_key
-        && !bearer_is(&headers, key)
+        && !bearer_is(headers, key)
     {
         return bedrock_error(403, "AccessDeniedException", "Missing or invalid API key.");
+    }
+    let Ok(Path((model_id, operation))) = path else {
+        return bedrock_error(
+            400,
+            "ValidationException",
+            "The model id in the path is not valid UTF-8.",
+        );
+    };
+    if model_id.chars().count() > MAX_MODEL_ID_CHARS {
+        return bedrock_error(
+            400,
+            "ValidationException",
+            format!(
+                "The model id {} is longer than {MAX_MODEL_ID_CHARS} characters.",
+                quoted(&model_id)
+            ),
+        );
     }
     let Some(operation) = Operation::from_path(&operation) else {
         return bedrock_error(404, "UnknownOperationException", "Unknown operation.");
@@ -86,18 +166,57 @@ async fn model_call(
         return bedrock_error(
             404,
             "ResourceNotFoundException",
-            format!("Model {model_id} is not configured on this gateway."),
-        );
-    };
-    let Ok(body) = axum::body::to_bytes(body, state.max_body_bytes).await else {
-        return bedrock_error(
-            413,
-            "ValidationException",
             format!(
-                "Request body is larger than {} bytes.",
-                state.max_body_bytes
+                "Model {} is not configured on this gateway.",
+                quoted(&model_id)
             ),
         );
+    };
+    outcome.chain = chain.name();
+    // Shed at once beyond the limits, in the form Bedrock clients already back off from.
+    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.shed("in_flight");
+        return busy("The gateway is serving as many requests as it may; please retry.");
+    };
+    let in_flight = InFlightGuard::new(permit, state.metrics.in_flight().clone());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > state.max_body_bytes) {
+        return too_large(state.max_body_bytes);
+    }
+    let reserve = declared.unwrap_or(state.max_body_bytes).max(1);
+    let Ok(buffered) = u32::try_from(reserve)
+        .ok()
+        .and_then(|n| state.body_memory.clone().try_acquire_many_owned(n).ok())
+        .ok_or(())
+    else {
+        state.metrics.shed("body_memory");
+        return busy("The gateway is buffering as many request bodies as it may; please retry.");
+    };
+    let read = tokio::time::timeout(
+        state.timeouts.body_read,
+        axum::body::to_bytes(body, state.max_body_bytes),
+    );
+    let body = match read.await {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => {
+            let too_long = std::error::Error::source(&error)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+            if too_long {
+                return too_large(state.max_body_bytes);
+            }
+            // The client went away mid-body: nobody is left to answer.
+            tracing::debug!(request_id = %request_id, "client gone while sending its body");
+            return bedrock_error(400, "ValidationException", "The request body was cut off.");
+        }
+        Err(_) => {
+            return bedrock_error(
+                408,
+                "RequestTimeoutException",
+                "The request body did not arrive within the body read timeout.",
+            );
+        }
     };
     // Converse bodies are Bedrock's own JSON; InvokeModel bodies belong to the model.
     let json = serde_json::from_slice::<Value>(&body).ok();
@@ -115,13 +234,21 @@ async fn model_call(
         content_type: headers.get(header::CONTENT_TYPE).cloned(),
         accept: headers.get(header::ACCEPT).cloned(),
     })
-    .with_cost(cost);
-    match chain.service.clone().oneshot(request).await {
+    .with_id(request_id)
+    .with_cost(cost)
+    .with_deadline(Instant::now() + state.timeouts.request);
+    let answer = chain.service.clone().oneshot(request).await;
+    drop(buffered);
+    match answer {
         Ok(served) => {
             let attempts = served.attempts();
             let model = served.model().clone();
+            outcome.model = Some(model.to_string());
+            outcome.attempts = attempts;
             let upstream = served.into_inner();
-            let mut response = Response::new(upstream.body);
+            // The request stays in flight until its answer has been streamed out.
+            let body = Body::new(InFlight::new(upstream.body, in_flight));
+            let mut response = Response::new(body);
             *response.headers_mut() = upstream.headers;
             if let Ok(value) = HeaderValue::from_str(model.as_str()) {
                 response.headers_mut().insert("x-fallback-model", value);
@@ -129,23 +256,47 @@ async fn model_call(
             response
                 .headers_mut()
                 .insert("x-fallback-attempts", HeaderValue::from(attempts));
-            tracing::info!(chain = %model_id, model = %model, attempts, "served");
             response
         }
         Err(error) => {
-            // Error messages can quote the request; log only what kind of failure it was.
-            let (attempts, class) =
-                error
-                    .downcast_ref::<FallbackError>()
-                    .map_or((0, "none"), |e| {
-                        (
-                            e.attempts().len(),
-                            e.last().map_or("none", |a| a.class().as_str()),
-                        )
-                    });
-            tracing::info!(chain = %model_id, attempts, last_class = class, "failed");
+            drop(in_flight);
+            outcome.attempts = attempts_of(&error).len();
+            outcome.model = attempts_of(&error).last().map(|a| a.model().to_string());
             failure_response(error)
         }
+    }
+}
+
+/// A 429 `ThrottlingException` with a one-second retry hint: the gateway's own limits speak as
+/// Bedrock's quotas do, so clients back off the way they already know.
+fn busy(message: &str) -> Response<Body> {
+    let status = StatusError::new(429)
+        .with_code("ThrottlingException")
+        .with_message(message)
+        .with_retry_after(Duration::from_secs(1));
+    error_response(&status)
+}
+
+fn too_large(limit: usize) -> Response<Body> {
+    bedrock_error(
+        413,
+        "ValidationException",
+        format!("Request body is larger than {limit} bytes."),
+    )
+}
+
+/// The attempts a failed request made, whichever way it failed.
+fn attempts_of(error: &BoxError) -> &[FailedAttempt] {
+    if let Some(e) = error.downcast_ref::<FallbackError>() {
+        e.attempts()
+    } else if let Some(e) = error.downcast_ref::<CoolingDown>() {
+        e.attempts()
+    } else if let Some(e) = error.downcast_ref::<DeadlineExceeded>() {
+        e.attempts()
+    } else if let Some(e) = error.downcast_ref::<RetryBudgetExhausted>() {
+        e.attempts()
+    } else {
+        &[]
     }
 }
 
@@ -164,9 +315,16 @@ fn failure_response(error: BoxError) -> Response<Body> {
     if error.is::<UnknownModel>() {
         return bedrock_error(404, "ResourceNotFoundException", error.to_string());
     }
-    let attempts = error
-        .downcast_ref::<FallbackError>()
-        .map_or(0, |e| e.attempts().len());
+    if error.is::<RetryBudgetExhausted>() {
+        let status = StatusError::new(503)
+            .with_code("ServiceUnavailableException")
+            .with_message(
+                "The chain's models are failing and its retry budget is spent; please retry later.",
+            )
+            .with_retry_after(Duration::from_secs(1));
+        return error_response(&status);
+    }
+    let attempts = attempts_of(&error).len();
     let last = error
         .downcast_ref::<FallbackError>()
         .and_then(FallbackError::last_error)
@@ -185,7 +343,10 @@ fn failure_response(error: BoxError) -> Response<Body> {
     response
 }
 
-async fn model_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
+async fn model_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
+    if let Some(refused) = stats_refused(&state, &headers) {
+        return refused;
+    }
     let mut models = Vec::new();
     let mut chains = Vec::new();
     let (mut requests, mut served, mut primary, mut failed) = (0, 0, 0, 0);
@@ -217,6 +378,7 @@ async fn model_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
                 "successes": m.successes,
                 "throttles": m.throttles,
                 "failures": m.failures,
+                "request_errors": m.request_errors,
                 "cancelled": m.cancelled,
                 "in_flight": m.in_flight,
             }));
@@ -271,9 +433,23 @@ async fn reset_cooldowns(State(state): State<Arc<AppState>>, headers: HeaderMap)
     json_response(200, &json!({ "reset": true }))
 }
 
-async fn prometheus(State(state): State<Arc<AppState>>) -> Response<Body> {
-    let chains = state.chains.iter().map(|c| (c.name(), c.layer.stats()));
-    match metrics::render(chains) {
+/// `None` when the caller may read the stats; else the 403 to answer.
+fn stats_refused(state: &AppState, headers: &HeaderMap) -> Option<Response<Body>> {
+    let token = state.metrics_token.as_ref()?;
+    (!bearer_is(headers, token)).then(|| {
+        bedrock_error(
+            403,
+            "AccessDeniedException",
+            "Missing or invalid metrics token.",
+        )
+    })
+}
+
+async fn prometheus(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
+    if let Some(refused) = stats_refused(&state, &headers) {
+        return refused;
+    }
+    match state.metrics.render() {
         Ok(text) => {
             let mut response = Response::new(Body::from(text));
             response.headers_mut().insert(

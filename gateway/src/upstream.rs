@@ -1,11 +1,14 @@
 //! The gateway's model service: forwards Bedrock wire requests to the model of each attempt.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -25,6 +28,7 @@ use hyper_util::rt::TokioExecutor;
 use tower::BoxError;
 use tower_service::Service;
 
+use super::metrics::AttemptLatency;
 use tower_model_fallback::ModelRequest;
 use tower_model_fallback::classify::{ClassifyResponse, StatusError};
 use tower_model_fallback::wire::{FrameKind, Operation, error_from_parts, frame_kind};
@@ -78,23 +82,71 @@ struct Signer {
     credentials: SharedCredentialsProvider,
 }
 
-/// Sends each request to `{base}/model/{model}/{operation}`, signing it for real Bedrock.
+/// Where the calls of one chain entry go: an endpoint, the model id on the wire, and how to sign.
+#[derive(Clone)]
+pub(crate) struct Target {
+    base: String,
+    model_id: String,
+    signer: Option<Signer>,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("base", &self.base)
+            .field("model_id", &self.model_id)
+            .field("signed", &self.signer.is_some())
+            .finish()
+    }
+}
+
+impl Target {
+    /// `model_id` at `base` (`http://127.0.0.1:PORT`), unsigned: a fake or a local server.
+    pub(crate) fn unsigned(base: &str, model_id: &str) -> Self {
+        Target {
+            base: base.trim_end_matches('/').to_string(),
+            model_id: model_id.to_string(),
+            signer: None,
+        }
+    }
+
+    /// `model_id` at a Bedrock-compatible `base` that wants SigV4 signatures for `region`.
+    pub(crate) fn signed(
+        base: &str,
+        model_id: &str,
+        region: &str,
+        credentials: SharedCredentialsProvider,
+    ) -> Self {
+        Target {
+            signer: Some(Signer {
+                region: region.to_string(),
+                credentials,
+            }),
+            ..Target::unsigned(base, model_id)
+        }
+    }
+}
+
+/// Sends each attempt to its chain entry's [`Target`]: `{base}/model/{model id}/{operation}`.
 ///
 /// Non-2xx answers are responses with the start of their body read, for [`UpstreamErrors`] to
 /// classify. Streams are read up to their first content event, so that a throttle event before
-/// any content is an error the layer can fall back on.
+/// any content is an error the layer can fall back on. An attempt that has not got that far within
+/// the attempt timeout fails with a 408 `ModelTimeoutException`, and the request falls back.
 #[derive(Clone)]
 pub(crate) struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    base: String,
-    signer: Option<Signer>,
+    /// Chain entry keys to their targets.
+    targets: Arc<HashMap<String, Target>>,
+    attempt_timeout: Duration,
+    latency: AttemptLatency,
 }
 
 impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upstream")
-            .field("base", &self.base)
-            .field("signed", &self.signer.is_some())
+            .field("targets", &self.targets)
+            .field("attempt_timeout", &self.attempt_timeout)
             .finish()
     }
 }
@@ -106,14 +158,21 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const STREAM_PREFIX_LIMIT: usize = 1024 * 1024;
 
 impl Upstream {
-    /// A pooled HTTP/1 client. `trust_native_roots` loads the system's CA certificates for TLS; an
-    /// upstream reached over plain HTTP (a fake, a sidecar) does without, so it also works on a machine
-    /// with no CA bundle.
-    fn client(
-        trust_native_roots: bool,
-    ) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, BoxError> {
+    /// An upstream for `targets` (chain entry keys to targets). TLS trusts the system's CA
+    /// certificates only when some target is `https`, so an all-`http` gateway (a fake, a sidecar)
+    /// also works on a machine without a CA bundle.
+    pub(crate) fn new(
+        targets: HashMap<String, Target>,
+        connect_timeout: Duration,
+        attempt_timeout: Duration,
+        latency: AttemptLatency,
+    ) -> Result<Self, BoxError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
         let builder = HttpsConnectorBuilder::new();
-        let builder = if trust_native_roots {
+        let builder = if targets.values().any(|t| t.base.starts_with("https:")) {
             builder.with_native_roots()?
         } else {
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -123,53 +182,24 @@ impl Upstream {
                 .with_no_client_auth();
             builder.with_tls_config(config)
         };
-        let https = builder.https_or_http().enable_http1().build();
-        Ok(Client::builder(TokioExecutor::new()).build(https))
-    }
-
-    /// An unsigned upstream at `base` (`http://127.0.0.1:PORT`), such as a fake Bedrock.
-    pub(crate) fn unsigned(base: impl Into<String>) -> Result<Self, BoxError> {
+        let https = builder.https_or_http().enable_http1().wrap_connector(http);
         Ok(Upstream {
-            client: Upstream::client(false)?,
-            base: base.into().trim_end_matches('/').to_string(),
-            signer: None,
-        })
-    }
-
-    /// The real Bedrock runtime in `region`, signed with SigV4 from `credentials`.
-    pub(crate) fn bedrock(
-        region: &str,
-        credentials: SharedCredentialsProvider,
-    ) -> Result<Self, BoxError> {
-        let base = format!("https://bedrock-runtime.{region}.amazonaws.com");
-        Upstream::signed(base, region, credentials)
-    }
-
-    /// A Bedrock-compatible upstream at `base` that wants SigV4 signatures for `region`.
-    pub(crate) fn signed(
-        base: impl Into<String>,
-        region: &str,
-        credentials: SharedCredentialsProvider,
-    ) -> Result<Self, BoxError> {
-        Ok(Upstream {
-            client: Upstream::client(true)?,
-            base: base.into().trim_end_matches('/').to_string(),
-            signer: Some(Signer {
-                region: region.to_string(),
-                credentials,
-            }),
+            client: Client::builder(TokioExecutor::new()).build(https),
+            targets: Arc::new(targets),
+            attempt_timeout,
+            latency,
         })
     }
 
     async fn send(
         self,
-        model: String,
+        target: &Target,
         request: UpstreamRequest,
     ) -> Result<UpstreamResponse, BoxError> {
         let uri = format!(
             "{}/model/{}/{}",
-            self.base,
-            encode_segment(&model),
+            target.base,
+            encode_segment(&target.model_id),
             request.operation.path()
         );
         let mut http = Request::builder()
@@ -188,7 +218,7 @@ impl Upstream {
                     .unwrap_or(HeaderValue::from_static("application/json")),
             )
             .body(Full::new(request.body.clone()))?;
-        if let Some(signer) = &self.signer {
+        if let Some(signer) = &target.signer {
             signer.sign(&mut http, &request.body).await?;
         }
         let response = self.client.request(http).await.map_err(|e| {
@@ -269,11 +299,37 @@ impl Service<ModelRequest<UpstreamRequest>> for Upstream {
 
     fn call(&mut self, request: ModelRequest<UpstreamRequest>) -> Self::Future {
         let this = self.clone();
-        let model = request.model().map(|m| m.to_string());
+        let key = request.model().cloned();
+        let target = key
+            .as_ref()
+            .and_then(|model| self.targets.get(model.as_str()))
+            .cloned();
         let body = request.into_body();
+        let limit = self.attempt_timeout;
         Box::pin(async move {
-            let model = model.ok_or("request names no model")?;
-            this.send(model, body).await
+            let (Some(key), Some(target)) = (key, target) else {
+                return Err("request names no configured model".into());
+            };
+            let started = Instant::now();
+            let latency = this.latency.clone();
+            let answer = match tokio::time::timeout(limit, this.send(&target, body)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(StatusError::new(408)
+                    .with_code("ModelTimeoutException")
+                    .with_message("The model did not answer within the attempt timeout.")
+                    .into()),
+            };
+            let outcome = match &answer {
+                Ok(response) => response.status.as_u16().to_string(),
+                Err(error) => match error.downcast_ref::<StatusError>() {
+                    Some(e) if e.status() == 408 => "timeout".to_string(),
+                    Some(e) if e.status() == 502 => "unreachable".to_string(),
+                    Some(e) => e.status().to_string(),
+                    None => "error".to_string(),
+                },
+            };
+            latency.observe(key.as_str(), &outcome, started.elapsed());
+            answer
         })
     }
 }
@@ -371,14 +427,18 @@ mod tests {
         let credentials = SharedCredentialsProvider::new(Credentials::new(
             "AKIDTEST", "secret", None, None, "test",
         ));
-        let upstream = Upstream::signed(base, "eu-west-1", credentials).unwrap();
+        let model = "anthropic.claude-v2:1";
+        let target = Target::signed(&base, model, "eu-west-1", credentials);
+        let targets = HashMap::from([(model.to_string(), target)]);
+        let second = Duration::from_secs(1);
+        let upstream = Upstream::new(targets, second, second, AttemptLatency::default()).unwrap();
         let request = ModelRequest::new(UpstreamRequest {
             operation: Operation::Converse,
             body: Bytes::from_static(b"{\"messages\":[]}"),
             content_type: None,
             accept: None,
         })
-        .with_model("anthropic.claude-v2:1");
+        .with_model(model);
         let response = upstream.oneshot(request).await.unwrap();
         let body = response.body.collect().await.unwrap().to_bytes();
         assert!(body.starts_with(b"{\"output\""));
