@@ -10,52 +10,17 @@ use aws_sdk_bedrockruntime::types::{ContentBlockDelta, ConverseStreamOutput, Mes
 use aws_smithy_runtime_api::client::auth::AuthSchemeId;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tower_model_fallback::bedrock::{converse_text, endpoint_config, user_message};
-use tower_model_fallback::testing::{FakeBedrock, Gate, Step};
+use tower_model_fallback::testing::{Gate, Step};
 use tower_model_fallback_gateway::{Gateway, GatewayConfig};
+
+mod common;
+
+use common::{Running, http, start, stats};
 
 const PRIMARY: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 const SECOND: &str = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
-
-struct Running {
-    url: String,
-    fake: FakeBedrock,
-    stop: Option<oneshot::Sender<()>>,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.served.await.unwrap().unwrap();
-    }
-}
-
-async fn start(config: GatewayConfig) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let gateway = Gateway::new(config).await.unwrap();
-    let fake = gateway.fake().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(gateway.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    Running {
-        url,
-        fake,
-        stop: Some(stop),
-        served,
-    }
-}
 
 fn config() -> GatewayConfig {
     GatewayConfig {
@@ -122,43 +87,6 @@ async fn converse(
 /// Converse through the gateway; the answer's text.
 async fn ask(client: &Client, chain: &str) -> String {
     converse_text(&converse(client, chain, "hi").await.unwrap())
-}
-
-async fn http(
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, String, Option<String>) {
-    let client = HttpClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json");
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = client
-        .request(
-            request
-                .body(Full::new(Bytes::from(body.to_string())))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let kind = response
-        .headers()
-        .get("x-amzn-errortype")
-        .map(|v| v.to_str().unwrap().to_string());
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned(), kind)
-}
-
-async fn stats(url: &str) -> Value {
-    let (status, body, _) = http("GET", &format!("{url}/model_stats"), None, "").await;
-    assert_eq!(status, 200);
-    serde_json::from_str(&body).unwrap()
 }
 
 #[tokio::test]
