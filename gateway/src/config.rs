@@ -117,7 +117,7 @@ impl Default for PolicyConfig {
             ejection_s: 10.0,
             max_ejection_s: 300.0,
             retry_budget_percent: 20.0,
-            retry_budget_min_per_s: 10,
+            retry_budget_min_per_s: 100,
         }
     }
 }

@@ -101,4 +101,3 @@ pub async fn stats(url: &str) -> Value {
     assert_eq!(status, 200);
     serde_json::from_str(&body).unwrap()
 }
-
