@@ -135,8 +135,10 @@ fn open_files_limit() -> usize {
 
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_header_timeout_while_healthz_answers() {
-    let mut config = GatewayConfig::default();
-    config.header_read_timeout_s = 1.0;
+    let config = GatewayConfig {
+        header_read_timeout_s: 1.0,
+        ..GatewayConfig::default()
+    };
     let gw = start(config).await;
     let addr = gw.url.trim_start_matches("http://").to_string();
     // Both ends of each connection live in this process.
@@ -197,10 +199,12 @@ async fn stalled_body(addr: &str, declared: usize, sent: usize) -> u16 {
 
 #[tokio::test]
 async fn a_slow_body_flood_is_bounded_in_memory_and_gets_408s() {
-    let mut config = GatewayConfig::default();
-    config.body_read_timeout_s = 1.0;
-    config.max_body_bytes = 1024 * 1024;
-    config.max_buffered_body_bytes = 8 * 1024 * 1024;
+    let config = GatewayConfig {
+        body_read_timeout_s: 1.0,
+        max_body_bytes: 1024 * 1024,
+        max_buffered_body_bytes: 8 * 1024 * 1024,
+        ..GatewayConfig::default()
+    };
     let gw = start(config).await;
     let addr = gw.url.trim_start_matches("http://").to_string();
     // 40 clients each declare 1 MiB and send 900 KiB: 8 fit in the 8 MiB of body memory.
@@ -225,8 +229,10 @@ async fn a_slow_body_flood_is_bounded_in_memory_and_gets_408s() {
 
 #[tokio::test]
 async fn shutdown_with_a_stuck_client_ends_within_the_grace() {
-    let mut config = GatewayConfig::default();
-    config.shutdown_grace_s = 1.0;
+    let config = GatewayConfig {
+        shutdown_grace_s: 1.0,
+        ..GatewayConfig::default()
+    };
     let gw = start(config).await;
     let addr = gw.url.trim_start_matches("http://").to_string();
     // A client that sends half its body and then nothing.
