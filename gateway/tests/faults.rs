@@ -530,3 +530,76 @@ async fn an_upstream_validation_error_does_not_count_against_the_model() {
     assert_eq!(primary["success_rate"], 100.0);
     gw.stop().await;
 }
+
+/// Starts `examples/fake_bedrock.rs` (built by `cargo test` with the tests) with `args`, on a free
+/// loopback port; the process is killed when the handle drops.
+async fn standalone_fake(args: &[&str]) -> (tokio::process::Child, String) {
+    let examples = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples")
+        .join("fake_bedrock");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let child = tokio::process::Command::new(&examples)
+        .arg("--listen")
+        .arg(port.to_string())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", examples.display()));
+    for _ in 0..100 {
+        if TcpStream::connect(port).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, format!("http://{port}"))
+}
+
+#[tokio::test]
+async fn two_gateways_share_the_standalone_fakes_quota_and_faults() {
+    let quota = format!("--quota={PRIMARY}=4/100000");
+    let fault = format!("--fault={SECOND}=error:ServiceUnavailableException");
+    let (_fake, upstream) = standalone_fake(&[&quota, &fault]).await;
+    let nova = "us.amazon.nova-lite-v1:0";
+    let chain = || {
+        chain_of(vec![
+            entry(PRIMARY, None, Some(&upstream)),
+            entry(SECOND, None, Some(&upstream)),
+            entry(nova, None, Some(&upstream)),
+        ])
+    };
+    let (one, two) = (start(chain()).await, start(chain()).await);
+    // Four requests per minute in all: two through each gateway use the quota up.
+    for gw in [&one, &two, &one, &two] {
+        let reply = send("POST", &converse_url(&gw.url), None, CONVERSE).await;
+        assert_eq!(header(&reply, "x-fallback-model"), PRIMARY);
+    }
+    // The fifth is throttled, whichever gateway sends it; the second model fails as told.
+    let reply = send("POST", &converse_url(&two.url), None, CONVERSE).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(header(&reply, "x-fallback-model"), nova);
+    assert_eq!(header(&reply, "x-fallback-attempts"), "3");
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test]
+async fn the_standalone_fake_can_be_a_black_hole() {
+    let (_fake, hole) = standalone_fake(&["--black-hole"]).await;
+    let mut config = chain_of(vec![
+        entry(PRIMARY, None, Some(&hole)),
+        entry(SECOND, None, None),
+    ]);
+    config.attempt_timeout_s = 0.3;
+    let gw = start(config).await;
+    let reply = send("POST", &converse_url(&gw.url), None, CONVERSE).await;
+    assert_eq!(header(&reply, "x-fallback-model"), SECOND);
+    gw.stop().await;
+}

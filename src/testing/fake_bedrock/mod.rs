@@ -26,6 +26,8 @@ use crate::wire::{self, Frames, Operation, Usage};
 #[derive(Debug, Default)]
 struct ModelState {
     script: VecDeque<Step>,
+    /// What unscripted calls within the quota get (a plain answer when unset).
+    otherwise: Option<Step>,
     quota: Option<QuotaState>,
     received: HashMap<Operation, u64>,
     throttled: u64,
@@ -138,6 +140,13 @@ impl FakeBedrockBuilder {
         self
     }
 
+    /// What `model` does with unscripted calls within its quota (instead of answering at once): a
+    /// latency with [`Step::after`], a persistent fault.
+    pub fn otherwise(mut self, model: &str, step: Step) -> Self {
+        self.models.entry(model.to_owned()).or_default().otherwise = Some(step);
+        self
+    }
+
     /// Gives `model` a quota (unscripted calls beyond it are throttled).
     pub fn quota(mut self, model: &str, quota: Quota) -> Self {
         self.models.entry(model.to_owned()).or_default().quota = Some(QuotaState::new(quota));
@@ -217,6 +226,15 @@ impl FakeBedrock {
             .or_default()
             .script
             .extend(steps);
+    }
+
+    /// Sets or replaces what `model` does with unscripted calls within its quota, while the fake runs.
+    pub fn set_otherwise(&self, model: &str, step: Step) {
+        self.models
+            .lock()
+            .entry(model.to_owned())
+            .or_default()
+            .otherwise = Some(step);
     }
 
     /// Sets or replaces `model`'s quota while the fake runs (its buckets start full).
@@ -299,7 +317,7 @@ async fn handle(models: Arc<Models>, model: String, op: Operation, body: Bytes) 
                     state.throttled += 1;
                     Step::throttle()
                 } else {
-                    Step::ok()
+                    state.otherwise.clone().unwrap_or_else(Step::ok)
                 }
             }
         }
