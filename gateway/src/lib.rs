@@ -366,3 +366,42 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::Credentials;
+
+    #[test]
+    fn chain_entries_reach_their_own_region_or_endpoint() {
+        let config = GatewayConfig::from_toml(
+            r#"
+            region = "eu-west-1"
+            endpoint_url = "https://vpce.example"
+            [[chains]]
+            models = [
+                { id = "m" },
+                { id = "m", key = "m-west", region = "us-west-2" },
+                { id = "m", key = "m-local", endpoint_url = "http://127.0.0.1:9000" },
+            ]
+            "#,
+        )
+        .unwrap();
+        let credentials =
+            SharedCredentialsProvider::new(Credentials::new("AKID", "secret", None, None, "test"));
+        let targets = targets(&config, None, Some(credentials)).unwrap();
+        let shown = |key: &str| format!("{:?}", targets[key]);
+        assert_eq!(
+            shown("m"),
+            r#"Target { base: "https://vpce.example", model_id: "m", signing_region: Some("eu-west-1") }"#
+        );
+        assert_eq!(
+            shown("m-west"),
+            r#"Target { base: "https://bedrock-runtime.us-west-2.amazonaws.com", model_id: "m", signing_region: Some("us-west-2") }"#
+        );
+        assert_eq!(
+            shown("m-local"),
+            r#"Target { base: "http://127.0.0.1:9000", model_id: "m", signing_region: Some("eu-west-1") }"#
+        );
+    }
+}

@@ -95,7 +95,7 @@ impl fmt::Debug for Target {
         f.debug_struct("Target")
             .field("base", &self.base)
             .field("model_id", &self.model_id)
-            .field("signed", &self.signer.is_some())
+            .field("signing_region", &self.signer.as_ref().map(|s| &s.region))
             .finish()
     }
 }

@@ -603,3 +603,34 @@ async fn the_standalone_fake_can_be_a_black_hole() {
     assert_eq!(header(&reply, "x-fallback-model"), SECOND);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_without_content_falls_back_within_the_attempt_timeout() {
+    // An upstream that starts a stream (200 and headers) and never sends an event.
+    let app = axum::Router::new().route(
+        "/model/{model}/converse-stream",
+        axum::routing::post(|| async {
+            let never = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+            axum::response::Response::builder()
+                .header("content-type", "application/vnd.amazon.eventstream")
+                .body(axum::body::Body::from_stream(never))
+                .unwrap()
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut config = chain_of(vec![
+        entry(PRIMARY, None, Some(&silent)),
+        entry(SECOND, None, None),
+    ]);
+    config.attempt_timeout_s = 0.5;
+    let gw = start(config).await;
+    let url = format!("{}/model/claude/converse-stream", gw.url);
+    let reply = send("POST", &url, None, CONVERSE).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(header(&reply, "x-fallback-model"), SECOND);
+    assert_eq!(header(&reply, "x-fallback-attempts"), "2");
+    gw.stop().await;
+}

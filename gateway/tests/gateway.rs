@@ -334,6 +334,41 @@ async fn invalid_configs_are_rejected_before_start() {
     assert!(err.contains("pacing margin"), "{err}");
     let paced = GatewayConfig::from_toml("[policy]\nkind = \"paced\"").unwrap();
     assert!(Gateway::new(paced).await.is_ok());
+    // Regions become host names and endpoints URLs: both are checked.
+    for (toml, expected) in [
+        (
+            "region = \"us-east-1.evil.example\"",
+            "not an AWS region name",
+        ),
+        ("region = \"US-EAST-1\"", "not an AWS region name"),
+        (
+            "endpoint_url = \"ftp://proxy\"",
+            "must be an http:// or https:// URL",
+        ),
+        (
+            "[[chains]]\nmodels = [{ id = \"a\", region = \"mars\" }]",
+            "not an AWS region name",
+        ),
+        (
+            "attempt_timeout_s = 0",
+            "attempt_timeout_s must be above zero",
+        ),
+        ("max_in_flight = 0", "must be above zero"),
+        (
+            "[policy]\nretry_budget_percent = -5",
+            "retry_budget_percent",
+        ),
+        ("[policy]\nejection_s = 0", "outlier ejection"),
+        (
+            "[[chains]]\nmodels = [{ id = \"a\", endpoint_url = \"http://one\" }]\n\
+             [[chains]]\nmodels = [{ id = \"b\" }, { id = \"a\", endpoint_url = \"http://two\" }]",
+            "names two different targets",
+        ),
+    ] {
+        let config = GatewayConfig::from_toml(toml).unwrap();
+        let err = Gateway::new(config).await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{toml}: {err}");
+    }
 }
 
 #[tokio::test]
