@@ -57,6 +57,8 @@ pub enum ConfigError {
     /// An outlier ejection needs a non-zero failure threshold and ejection time, and a maximum
     /// ejection at least the base.
     InvalidEjection,
+    /// A retry budget's window is outside 1-60 s or its percentage outside 0-10 (0-1000%).
+    InvalidRetryBudget,
     /// A policy name that is not one of [`PolicyKind`](crate::policy::PolicyKind)'s.
     UnknownPolicyKind(String),
 }
@@ -92,6 +94,9 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::InvalidMargin => f.write_str("pacing margin must be above 0 and at most 1"),
             ConfigError::ZeroQuietPeriod => f.write_str("quiet period must be longer than zero"),
+            ConfigError::InvalidRetryBudget => f.write_str(
+                "a retry budget needs a window of 1 to 60 s and a share from 0 to 10 (1000%)",
+            ),
             ConfigError::InvalidEjection => f.write_str(
                 "outlier ejection needs at least one failure, a non-zero ejection time and a maximum at least that long",
             ),

@@ -239,23 +239,23 @@ impl<C> FallbackLayerBuilder<C> {
     ///
     /// Fallbacks are cheap while one model throttles, but when every model fails (an outage, a
     /// network partition) each request would try them all, multiplying the load by the chain's
-    /// length. tower's [`TpsBudget`](tower::retry::budget::TpsBudget) allows a share of recent
-    /// requests plus a floor per second:
+    /// length. [`FallbackBudget`](crate::FallbackBudget) allows a share of recent requests plus a
+    /// floor per second, lock-free; tower's [`TpsBudget`](tower::retry::budget::TpsBudget) does the
+    /// same behind a mutex:
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tower::retry::budget::TpsBudget;
-    /// use tower_model_fallback::{FallbackLayer, ModelChain, policy::AdaptiveCooldown};
+    /// use tower_model_fallback::{FallbackBudget, FallbackLayer, ModelChain, policy::AdaptiveCooldown};
     ///
     /// let chain = ModelChain::new(["primary", "fallback"])?;
     /// // Fallbacks up to 20% of the last 10 s of requests, plus 10 per second.
     /// let layer = FallbackLayer::builder(AdaptiveCooldown::new(chain))
-    ///     .retry_budget(TpsBudget::new(Duration::from_secs(10), 10, 0.2))
+    ///     .retry_budget(FallbackBudget::new(Duration::from_secs(10), 10, 0.2)?)
     ///     .build()?;
     /// # Ok::<(), tower::BoxError>(())
     /// ```
     ///
-    /// Depositing writes memory shared by every request, so a budget costs a little on the happy
+    /// Depositing writes a counter shared by every request, so a budget costs a little on the happy
     /// path too.
     pub fn retry_budget(mut self, budget: impl Budget + Send + Sync + 'static) -> Self {
         self.retry_budget = Some(Arc::new(budget));

@@ -72,8 +72,8 @@
 //! - **Failing models.** A throttle-driven policy keeps trying a model that fails without throttling
 //!   (unreachable, timing out, answering 5xx). Wrap the policy in
 //!   [`OutlierEjection`](policy::OutlierEjection) to skip such a model after failures in a row and probe
-//!   it back; give the layer a [`retry_budget`](FallbackLayerBuilder::retry_budget) so that when every
-//!   model fails, fallbacks cannot multiply the load (the request ends with
+//!   it back; give the layer a [`retry_budget`](FallbackLayerBuilder::retry_budget) (such as
+//!   [`FallbackBudget`]) so that when every model fails, fallbacks cannot multiply the load (the request ends with
 //!   [`RetryBudgetExhausted`](error::RetryBudgetExhausted)). Both are off by default.
 //! - **Response.** [`Served<R>`](Served) carries the response, the model that answered, and the failed attempts
 //!   before it.
@@ -113,6 +113,7 @@
 
 #[cfg(feature = "bedrock")]
 pub mod bedrock;
+mod budget;
 pub mod chain;
 pub mod classify;
 pub mod error;
@@ -133,6 +134,7 @@ pub mod wire;
 #[cfg(all(test, loom_model))]
 mod loom_model;
 
+pub use budget::FallbackBudget;
 pub use chain::ModelChain;
 pub use layer::{FallbackLayer, FallbackLayerBuilder, WhenAllCooling};
 pub use request::{ModelId, ModelRequest, RequestId, Route, TokenCost};

@@ -266,3 +266,27 @@ fn ejection_lets_exactly_one_probe_through() {
         );
     });
 }
+
+#[test]
+fn budget_counts_every_deposit_and_withdrawal() {
+    use tower::retry::budget::Budget;
+    loom::model(|| {
+        at_secs(0.0);
+        // No floor: withdrawals are exactly 50% of deposits.
+        let budget = match crate::FallbackBudget::new(Duration::from_secs(10), 0, 0.5) {
+            Ok(budget) => Arc::new(budget),
+            Err(error) => panic!("{error}"),
+        };
+        let b = budget.clone();
+        let other = thread::spawn(move || {
+            b.deposit();
+            b.deposit();
+        });
+        budget.deposit();
+        budget.deposit();
+        let _ = other.join();
+        // Four deposits at 50%: exactly two withdrawals, whatever the interleaving.
+        let granted = (0..3).filter(|_| budget.withdraw()).count();
+        assert_eq!(granted, 2);
+    });
+}

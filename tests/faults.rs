@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use tokio::time::advance;
-use tower::retry::budget::TpsBudget;
+use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, ServiceExt};
 use tower_model_fallback::error::{FallbackError, RetryBudgetExhausted};
 use tower_model_fallback::policy::{AdaptiveCooldown, CooldownPolicy, OutlierEjection};
 use tower_model_fallback::stats::ModelStatus;
 use tower_model_fallback::testing::{Gate, ScriptedModels, Step};
-use tower_model_fallback::{Fallback, FallbackLayer, ModelChain, ModelRequest};
+use tower_model_fallback::{Fallback, FallbackBudget, FallbackLayer, ModelChain, ModelRequest};
 
 const DOWN: &str = "ServiceUnavailableException";
 
@@ -129,12 +129,12 @@ fn all_failing() -> ScriptedModels {
         .otherwise("C", Step::error("ServiceUnavailableException"))
 }
 
-#[tokio::test(start_paused = true)]
-async fn with_every_model_failing_the_budget_caps_attempts_per_request() {
+/// 2,000 requests over 20 s, every model failing: attempts per request in the second half.
+async fn attempts_with_every_model_failing(budget: impl Budget + Send + Sync + 'static) -> f64 {
     let models = all_failing();
     let chain = ModelChain::new(["A", "B", "C"]).unwrap();
     let layer = FallbackLayer::builder(AdaptiveCooldown::new(chain))
-        .retry_budget(TpsBudget::new(Duration::from_secs(10), 1, 0.2))
+        .retry_budget(budget)
         .build()
         .unwrap();
     let svc = layer.layer(models.clone());
@@ -162,10 +162,23 @@ async fn with_every_model_failing_the_budget_caps_attempts_per_request() {
         }
         advance(Duration::from_millis(10)).await;
     }
-    // Unbounded, the second half would cost 3 attempts per request.
-    let per_request = (models.total_calls() - calls_before_second_half) as f64 / 1_000.0;
-    assert!(per_request <= 1.22, "{per_request} attempts per request");
     assert!(budget_errors > 1_500, "{budget_errors} requests refused");
+    (models.total_calls() - calls_before_second_half) as f64 / 1_000.0
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_model_failing_the_budget_caps_attempts_per_request() {
+    // Unbounded, it would be 3 attempts per request; the floor adds 0.01.
+    let budget = FallbackBudget::new(Duration::from_secs(10), 1, 0.2).unwrap();
+    let per_request = attempts_with_every_model_failing(budget).await;
+    assert!(per_request <= 1.22, "{per_request} attempts per request");
+}
+
+#[tokio::test(start_paused = true)]
+async fn any_tower_budget_can_be_the_layers() {
+    let budget = TpsBudget::new(Duration::from_secs(10), 1, 0.2);
+    let per_request = attempts_with_every_model_failing(budget).await;
+    assert!(per_request <= 1.22, "{per_request} attempts per request");
 }
 
 #[tokio::test(start_paused = true)]
@@ -173,7 +186,7 @@ async fn a_budget_with_room_does_not_change_a_fallback() {
     let models = ScriptedModels::new().script("A", [Step::throttle()]);
     let chain = ModelChain::new(["A", "B"]).unwrap();
     let layer = FallbackLayer::builder(AdaptiveCooldown::new(chain))
-        .retry_budget(TpsBudget::new(Duration::from_secs(10), 10, 0.2))
+        .retry_budget(FallbackBudget::new(Duration::from_secs(10), 10, 0.2).unwrap())
         .build()
         .unwrap();
     let served = layer

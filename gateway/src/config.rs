@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use tower::retry::budget::TpsBudget;
-use tower_model_fallback::ModelChain;
 use tower_model_fallback::WhenAllCooling;
 use tower_model_fallback::error::ConfigError;
 use tower_model_fallback::policy::{
     AdaptiveCooldown, CooldownPolicy, OutlierEjection, PacedCooldown, PolicyKind, ProbingCooldown,
     Tier,
 };
+use tower_model_fallback::{FallbackBudget, ModelChain};
 
 /// Where the gateway sends model calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -486,7 +485,7 @@ impl GatewayConfig {
     }
 
     /// The retry budget shared by a chain's requests, or `None` when it is off.
-    pub(crate) fn retry_budget(&self) -> Result<Option<TpsBudget>, GatewayConfigError> {
+    pub(crate) fn retry_budget(&self) -> Result<Option<FallbackBudget>, GatewayConfigError> {
         let percent = self.policy.retry_budget_percent;
         if percent == 0.0 {
             return Ok(None);
@@ -496,11 +495,12 @@ impl GatewayConfig {
                 "retry_budget_percent must be between 0 and 1000, not {percent}"
             )));
         }
-        Ok(Some(TpsBudget::new(
+        let budget = FallbackBudget::new(
             Duration::from_secs(10),
             self.policy.retry_budget_min_per_s,
-            (percent / 100.0) as f32,
-        )))
+            percent / 100.0,
+        )?;
+        Ok(Some(budget))
     }
 
     /// The all-cooling mode.
