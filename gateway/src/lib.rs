@@ -19,7 +19,15 @@
 //! Errors use Bedrock's format (status, `x-amzn-errortype`, `{"message": ...}`), so SDKs parse them
 //! into their usual error variants: a missing or wrong API key is a 403 `AccessDeniedException`, an
 //! unknown chain a 404 `ResourceNotFoundException`, malformed JSON a 400 `ValidationException`, an
-//! oversized body a 413 `ValidationException`. Logs never contain prompts or keys.
+//! oversized body a 413 `ValidationException`, a body too slow a 408, a request over the gateway's
+//! limits a 429 `ThrottlingException`. Logs never contain prompts or keys.
+//!
+//! Every wait has a bound and every set of connections a limit: upstream connect, attempt and request
+//! timeouts; client header, body and stalled-write timeouts; open connections, requests in flight and
+//! buffered body bytes; a shutdown grace. Upstream models that keep failing are ejected
+//! ([`OutlierEjection`](tower_model_fallback::policy::OutlierEjection)) and fallbacks are bounded by a
+//! retry budget ([`FallbackBudget`](tower_model_fallback::FallbackBudget)). The crate's README lists
+//! every option with its default and what the gateway does under each fault.
 //!
 //! [`Fallback`]: tower_model_fallback::Fallback
 
