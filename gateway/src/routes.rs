@@ -173,12 +173,8 @@ async fn serve_model_call(
         );
     };
     outcome.chain = chain.name();
-    // Shed at once beyond the limits, in the form Bedrock clients already back off from.
-    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
-        state.metrics.shed("in_flight");
-        return busy("The gateway is serving as many requests as it may; please retry.");
-    };
-    let in_flight = InFlightGuard::new(permit, state.metrics.in_flight().clone());
+    // Shed at once beyond the limits, in the form Bedrock clients already back off from. The body
+    // is read first (bounded in time and in memory), so slow clients never hold model capacity.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -186,7 +182,7 @@ async fn serve_model_call(
         return too_large(state.max_body_bytes);
     }
     let reserve = declared.unwrap_or(state.max_body_bytes).max(1);
-    let Ok(buffered) = u32::try_from(reserve)
+    let Ok(mut buffered) = u32::try_from(reserve)
         .ok()
         .and_then(|n| state.body_memory.clone().try_acquire_many_owned(n).ok())
         .ok_or(())
@@ -218,6 +214,8 @@ async fn serve_model_call(
             );
         }
     };
+    // The body stays in memory until the request ends: keep its size reserved, give back the rest.
+    let _unused = buffered.split(buffered.num_permits().saturating_sub(body.len().max(1)));
     // Converse bodies are Bedrock's own JSON; InvokeModel bodies belong to the model.
     let json = serde_json::from_slice::<Value>(&body).ok();
     if operation.is_converse() && !json.as_ref().is_some_and(Value::is_object) {
@@ -227,6 +225,11 @@ async fn serve_model_call(
             "Malformed input request, please reformat your input and try again.",
         );
     }
+    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.shed("in_flight");
+        return busy("The gateway is serving as many requests as it may; please retry.");
+    };
+    let in_flight = InFlightGuard::new(permit, state.metrics.in_flight().clone());
     let cost = estimate_cost(json.as_ref(), body.len());
     let request = ModelRequest::new(UpstreamRequest {
         operation,

@@ -342,7 +342,8 @@ async fn the_same_model_in_a_second_region_serves_when_the_first_throttles() {
     gw.stop().await;
 }
 
-/// Collects what the gateway logs, as JSON lines.
+/// Collects what every test of this binary logs, as JSON lines: one global subscriber, because a
+/// scoped one can miss events of callsites that other test threads registered first.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -356,16 +357,24 @@ impl std::io::Write for Captured {
     }
 }
 
+fn captured_logs() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        captured
+    })
+}
+
 #[tokio::test]
 async fn each_request_logs_one_access_line_without_its_prompt() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logs = tracing::subscriber::set_default(subscriber);
+    let captured = captured_logs();
     let gw = start(GatewayConfig::default()).await;
     gw.fake.script(PRIMARY, [Step::throttle()]);
     let prompt = r#"{"messages":[{"role":"user","content":[{"text":"my secret prompt"}]}]}"#;
@@ -383,10 +392,15 @@ async fn each_request_logs_one_access_line_without_its_prompt() {
 
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(!text.contains("my secret prompt"), "{text}");
+    let ours = [
+        header(&reply, "x-amzn-requestid"),
+        header(&missing, "x-amzn-requestid"),
+    ];
     let access: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|l| l["target"] == "access")
+        .filter(|l| ours.iter().any(|id| l["request_id"] == *id))
         .collect();
     assert_eq!(access.len(), 2, "{text}");
     let served = &access[0];
