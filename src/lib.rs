@@ -97,6 +97,8 @@
 //! - `bedrock` (default): [`bedrock`] services over `aws-sdk-bedrockruntime`, and a
 //!   [`DefaultClassifier`](classify::DefaultClassifier) that understands its errors.
 //! - `serde`: `Serialize` for [`StatsSnapshot`].
+//! - `redis`: [`cluster::redis::RedisCluster`], the Redis store for throttle state shared by the
+//!   replicas of a service ([`cluster`]).
 //! - `testing`: `testing::ScriptedModels`, a scripted mock model service, and `testing::FakeBedrock`, a
 //!   wire-level fake Bedrock server, for your own tests.
 //! - `wire`: [`wire`], Bedrock's wire format (operations, error responses, event-stream frames) as
@@ -116,6 +118,7 @@ pub mod bedrock;
 mod budget;
 pub mod chain;
 pub mod classify;
+pub mod cluster;
 pub mod error;
 pub mod future;
 mod layer;

@@ -580,3 +580,43 @@ async fn a_cancelled_probe_lets_the_next_request_probe_at_once() {
     policy.on_cancelled(&straggler);
     assert!(!policy.hint(A, None).is_available());
 }
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_applies_other_replicas_events_without_losing_newer_evidence() {
+    use tower_model_fallback::cluster::{ClusterEvent, ClusterPolicy};
+    let policy = AdaptiveCooldown::new(chain());
+    let a = tower_model_fallback::ModelId::new("A");
+
+    // A throttle elsewhere, sent 4 s ago with a 10 s cooldown: what is left of it, counted here.
+    let throttled = ClusterEvent::Throttled {
+        model: a.clone(),
+        cooldown: secs(10),
+    };
+    let running = begin(&policy, A);
+    policy.apply(&throttled, secs(4));
+    assert_eq!(
+        policy.cooldown_remaining(A),
+        Some(secs(10)),
+        "the tier's own 10 s"
+    );
+    // A request that started before it cannot clear it.
+    policy.on_success(&running);
+    assert!(policy.cooldown_remaining(A).is_some());
+    // A second remote throttle in the window moves the model to the 30 s tier.
+    policy.apply(&throttled, Duration::ZERO);
+    assert_eq!(policy.cooldown_remaining(A), Some(secs(30)));
+
+    // Seen here 1 s ago; a success elsewhere sent 2 s ago is older than that: the throttle stands.
+    throttle(&policy, A);
+    advance(secs(1)).await;
+    let cleared = ClusterEvent::Cleared { model: a };
+    policy.apply(&cleared, secs(2));
+    assert!(policy.cooldown_remaining(A).is_some());
+    // A success sent after the throttle here clears it.
+    policy.apply(&cleared, Duration::from_millis(500));
+    assert_eq!(policy.cooldown_remaining(A), None);
+
+    throttle(&policy, A);
+    policy.apply(&ClusterEvent::Reset, Duration::ZERO);
+    assert_eq!(policy.cooldown_remaining(A), None);
+}

@@ -5,9 +5,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::cell::CooldownCell;
-use super::epoch::Epoch;
+use super::epoch::{Epoch, nanos};
 use super::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
+use crate::cluster::{ClusterEvent, ClusterPolicy};
 use crate::error::ConfigError;
 use crate::request::TokenCost;
 use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
@@ -86,6 +87,9 @@ struct ModelState {
     dirty: AtomicBool,
     /// Times of the recent throttles, at most as many as the top tier needs.
     history: Mutex<VecDeque<Instant>>,
+    /// When this replica last saw the model throttle (an epoch stamp; 0: never), for
+    /// [`ClusterPolicy::apply`].
+    seen_here: AtomicU64,
 }
 
 impl ModelState {
@@ -201,6 +205,34 @@ impl CooldownPolicy for AdaptiveCooldown {
     }
 
     fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
+        if let Some(state) = self.models.get(attempt.model) {
+            state.seen_here.store(self.epoch.now(), Ordering::Relaxed);
+        }
+        self.record_throttle(attempt, retry_after)
+    }
+
+    fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
+        self.models.get(model)?.cooldown.remaining(&self.epoch)
+    }
+
+    fn reopens_in(&self, model: usize) -> Option<Duration> {
+        let remaining = self.cooldown_remaining(model)?;
+        (remaining > self.skip_threshold).then(|| remaining - self.skip_threshold)
+    }
+
+    fn reset_cooldowns(&self) {
+        for state in self.models.iter() {
+            let mut history = state.history();
+            history.clear();
+            state.cooldown.clear();
+            state.dirty.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl AdaptiveCooldown {
+    /// Counts a throttle of `attempt` (seen here or at another replica) and sets the cooldown.
+    fn record_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
         let Some(state) = self.models.get(attempt.model) else {
             return Duration::ZERO;
         };
@@ -235,22 +267,46 @@ impl CooldownPolicy for AdaptiveCooldown {
         state.dirty.store(true, Ordering::Release);
         cooldown.max(running)
     }
+}
 
-    fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
-        self.models.get(model)?.cooldown.remaining(&self.epoch)
+impl ClusterPolicy for AdaptiveCooldown {
+    fn is_new_throttle(&self, attempt: &AttemptInfo) -> bool {
+        self.models
+            .get(attempt.model)
+            .is_some_and(|m| m.throttles.load(Ordering::Acquire) == attempt.ticket.get())
     }
 
-    fn reopens_in(&self, model: usize) -> Option<Duration> {
-        let remaining = self.cooldown_remaining(model)?;
-        (remaining > self.skip_threshold).then(|| remaining - self.skip_threshold)
-    }
-
-    fn reset_cooldowns(&self) {
-        for state in self.models.iter() {
-            let mut history = state.history();
-            history.clear();
-            state.cooldown.clear();
-            state.dirty.store(false, Ordering::Release);
+    /// A remote throttle counts as a new throttle here (in the window, for the tier, and against the
+    /// successes of requests that started before it), with a cooldown at least as long as what is
+    /// left of the one the throttled replica set. A remote clearing success clears, unless this
+    /// replica saw the model throttle after the success was sent. A remote reset resets.
+    fn apply(&self, event: &ClusterEvent, sent_ago: Duration) {
+        match event {
+            ClusterEvent::Throttled { model, cooldown } => {
+                if let Some(index) = self.chain.index_of(model.as_str()) {
+                    let ticket = self.on_attempt(index, None);
+                    let left = cooldown.saturating_sub(sent_ago);
+                    self.record_throttle(&AttemptInfo::new(index, ticket, None), Some(left));
+                }
+            }
+            ClusterEvent::Cleared { model } => {
+                let Some(state) = self
+                    .chain
+                    .index_of(model.as_str())
+                    .and_then(|i| self.models.get(i))
+                else {
+                    return;
+                };
+                let mut history = state.history();
+                let seen_here = state.seen_here.load(Ordering::Relaxed);
+                if seen_here != 0 && self.epoch.now().saturating_sub(seen_here) < nanos(sent_ago) {
+                    return;
+                }
+                history.clear();
+                state.cooldown.clear();
+                state.dirty.store(false, Ordering::Release);
+            }
+            ClusterEvent::Reset => self.reset_cooldowns(),
         }
     }
 }
