@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::shared_state::SharedState;
 use tower_model_fallback::WhenAllCooling;
 use tower_model_fallback::error::ConfigError;
 use tower_model_fallback::policy::{
@@ -184,6 +185,11 @@ pub struct GatewayConfig {
     pub max_buffered_body_bytes: usize,
     /// When set, `/metrics` and `/model_stats` need `Authorization: Bearer <metrics_token>`.
     pub metrics_token: Option<String>,
+    /// Redis shared by the gateway's replicas (`redis://host:6379`): each chain's throttle state is
+    /// shared with the replicas that use the same namespace (adaptive policy only).
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis keys and channels; each chain adds its name.
+    pub redis_namespace: String,
     /// Fallback chains.
     pub chains: Vec<ChainConfig>,
     /// Cooldown policy numbers, shared by every chain.
@@ -215,6 +221,8 @@ impl fmt::Debug for GatewayConfig {
             .field("max_in_flight", &self.max_in_flight)
             .field("max_buffered_body_bytes", &self.max_buffered_body_bytes)
             .field("metrics_token", &redact(&self.metrics_token))
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("redis_namespace", &self.redis_namespace)
             .field("chains", &self.chains)
             .field("policy", &self.policy)
             .field("fake", &self.fake)
@@ -248,6 +256,8 @@ impl Default for GatewayConfig {
             max_in_flight: 1024,
             max_buffered_body_bytes: 256 * 1024 * 1024,
             metrics_token: None,
+            redis_url: None,
+            redis_namespace: "tower-model-fallback".into(),
             chains: vec![ChainConfig {
                 alias: Some("claude".into()),
                 models: vec![
@@ -398,11 +408,13 @@ impl GatewayConfig {
             .collect()
     }
 
-    /// A policy for `chain` with the configured kind and numbers.
+    /// A policy for `chain` with the configured kind and numbers; with `redis_url`, shared with the
+    /// other replicas under `{redis_namespace}:{chain_name}`.
     pub(crate) fn policy(
         &self,
         chain: ModelChain,
-    ) -> Result<Arc<dyn CooldownPolicy>, GatewayConfigError> {
+        chain_name: &str,
+    ) -> Result<(Arc<dyn CooldownPolicy>, Option<SharedState>), GatewayConfigError> {
         let p = &self.policy;
         let adaptive = |chain| -> Result<AdaptiveCooldown, GatewayConfigError> {
             let tiers = p
@@ -416,31 +428,44 @@ impl GatewayConfig {
                 .skip_threshold(seconds("skip_threshold_s", p.skip_threshold_s)?)
                 .build(chain)?)
         };
-        let policy: Arc<dyn CooldownPolicy> = match p.kind.parse::<PolicyKind>()? {
-            PolicyKind::Adaptive => Arc::new(adaptive(chain)?),
-            PolicyKind::Probing => Arc::new(ProbingCooldown::with_probes(
+        let kind = p.kind.parse::<PolicyKind>()?;
+        let mut shared = None;
+        let policy: Arc<dyn CooldownPolicy> = match (kind, &self.redis_url) {
+            (PolicyKind::Adaptive, Some(url)) => {
+                let namespace = format!("{}:{chain_name}", self.redis_namespace);
+                let (policy, state) = SharedState::share(adaptive(chain)?, url, &namespace)?;
+                shared = Some(state);
+                policy
+            }
+            (kind, Some(_)) => {
+                return Err(GatewayConfigError::Invalid(format!(
+                    "redis_url shares the adaptive policy's state; policy kind {kind} cannot be shared"
+                )));
+            }
+            (PolicyKind::Adaptive, None) => Arc::new(adaptive(chain)?),
+            (PolicyKind::Probing, None) => Arc::new(ProbingCooldown::with_probes(
                 adaptive(chain)?,
                 Duration::from_secs(1),
                 Duration::from_secs(8),
             )?),
-            PolicyKind::Paced => Arc::new(
+            (PolicyKind::Paced, None) => Arc::new(
                 PacedCooldown::builder()
                     .margin(p.pace_margin)
                     .burst(seconds("pace_burst_s", p.pace_burst_s)?)
                     .quiet(seconds("pace_quiet_s", p.pace_quiet_s)?)
                     .build(chain)?,
             ),
-            other => other.with_defaults(chain),
+            (other, None) => other.with_defaults(chain),
         };
         if p.eject_after_failures == 0 {
-            return Ok(policy);
+            return Ok((policy, shared));
         }
         let ejecting = OutlierEjection::builder()
             .consecutive_failures(p.eject_after_failures)
             .base_ejection(seconds("ejection_s", p.ejection_s)?)
             .max_ejection(seconds("max_ejection_s", p.max_ejection_s)?)
             .wrap(policy)?;
-        Ok(Arc::new(ejecting))
+        Ok((Arc::new(ejecting), shared))
     }
 
     /// Checks the regions and endpoint URLs of the gateway and of every chain entry.

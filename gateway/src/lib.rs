@@ -50,6 +50,7 @@ mod metrics;
 mod routes;
 mod server;
 mod share_history;
+mod shared_state;
 mod upstream;
 
 pub use config::{
@@ -60,6 +61,7 @@ use config::{Timeouts, bedrock_endpoint};
 use metrics::{AttemptLatency, Metrics};
 use server::ServerLimits;
 use share_history::{SAMPLE_EVERY, Sample, ShareHistory};
+use shared_state::SharedState;
 use tokio::sync::Semaphore;
 use upstream::{Target, Upstream, UpstreamErrors};
 
@@ -69,6 +71,8 @@ struct ChainRoute {
     layer: FallbackLayer<UpstreamErrors>,
     service: Fallback<Upstream, UpstreamErrors>,
     share_history: ShareHistory,
+    /// The link to the other replicas, with `redis_url`.
+    shared: Option<SharedState>,
 }
 
 impl ChainRoute {
@@ -169,7 +173,9 @@ impl Gateway {
                     .into());
                 }
             }
-            let builder = FallbackLayer::builder_shared(config.policy(chain)?)
+            let name = alias.clone().unwrap_or_else(|| chain.primary().to_string());
+            let (policy, shared) = config.policy(chain, &name)?;
+            let builder = FallbackLayer::builder_shared(policy)
                 .when_all_cooling(when_all_cooling)
                 .classify_responses(UpstreamErrors);
             // Each chain has its own budget: one chain's outage must not spend another's.
@@ -184,10 +190,20 @@ impl Gateway {
                 layer,
                 service,
                 share_history: ShareHistory::default(),
+                shared,
             });
         }
         let metrics = Metrics::new(
-            routes.iter().map(|c| (c.name(), c.layer.clone())).collect(),
+            routes
+                .iter()
+                .map(|c| {
+                    (
+                        c.name(),
+                        c.layer.clone(),
+                        c.shared.as_ref().map(SharedState::handle),
+                    )
+                })
+                .collect(),
             latency,
         );
         let max_connections = config

@@ -74,6 +74,12 @@ struct Args {
     /// Token that `/metrics` and `/model_stats` require when set.
     #[arg(long, env = "GATEWAY_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// Redis shared by the gateway's replicas: throttle state is shared per chain (adaptive policy).
+    #[arg(long, env = "GATEWAY_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Prefix of the Redis keys and channels (replicas that share it share their state).
+    #[arg(long)]
+    redis_namespace: Option<String>,
     /// Log lines as text or as JSON objects; the level comes from `RUST_LOG` (default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -126,6 +132,8 @@ async fn main() -> Result<(), BoxError> {
         .max_buffered_body_bytes
         .unwrap_or(config.max_buffered_body_bytes);
     config.metrics_token = args.metrics_token.or(config.metrics_token);
+    config.redis_url = args.redis_url.or(config.redis_url);
+    config.redis_namespace = args.redis_namespace.unwrap_or(config.redis_namespace);
 
     let listener = TcpListener::bind(config.listen).await?;
     let url = format!("http://{}", listener.local_addr()?);

@@ -14,8 +14,11 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use std::sync::Arc;
+
 use super::upstream::UpstreamErrors;
 use tower_model_fallback::FallbackLayer;
+use tower_model_fallback::cluster::ClusterStatus;
 use tower_model_fallback::stats::ModelStatus;
 
 type Labels = Vec<(&'static str, String)>;
@@ -72,7 +75,11 @@ impl fmt::Debug for Metrics {
 impl Metrics {
     /// The registry, with a collector for the stats of `chains` (each chain's name and layer).
     pub(crate) fn new(
-        chains: Vec<(String, FallbackLayer<UpstreamErrors>)>,
+        chains: Vec<(
+            String,
+            FallbackLayer<UpstreamErrors>,
+            Option<Arc<ClusterStatus>>,
+        )>,
         attempts: AttemptLatency,
     ) -> Self {
         let mut registry = Registry::default();
@@ -150,10 +157,14 @@ impl Metrics {
     }
 }
 
-/// Every chain's layer stats, read at scrape time.
+/// Every chain's layer stats and shared-state link, read at scrape time.
 #[derive(Debug)]
 struct LayerStats {
-    chains: Vec<(String, FallbackLayer<UpstreamErrors>)>,
+    chains: Vec<(
+        String,
+        FallbackLayer<UpstreamErrors>,
+        Option<Arc<ClusterStatus>>,
+    )>,
 }
 
 fn emit(
@@ -179,7 +190,26 @@ impl Collector for LayerStats {
         let failed = Counters::default();
         let cancelled = Counters::default();
         let primary_usage = Gauges::default();
-        for (chain, layer) in &self.chains {
+        let shared_connected = Gauges::default();
+        let shared_lag = Gauges::default();
+        let shared_sent = Counters::default();
+        let shared_received = Counters::default();
+        let shared_dropped = Counters::default();
+        for (chain, layer, shared) in &self.chains {
+            if let Some(shared) = shared {
+                let status = shared.snapshot();
+                let labels = vec![("chain", chain.clone())];
+                let up = if status.connected { 1.0 } else { 0.0 };
+                shared_connected.get_or_create(&labels).set(up);
+                shared_lag
+                    .get_or_create(&labels)
+                    .set(status.lag_ms as f64 / 1000.0);
+                shared_sent.get_or_create(&labels).inc_by(status.sent);
+                shared_received
+                    .get_or_create(&labels)
+                    .inc_by(status.received);
+                shared_dropped.get_or_create(&labels).inc_by(status.dropped);
+            }
             let stats = layer.stats();
             for m in &stats.models {
                 let labels = vec![("chain", chain.clone()), ("model", m.id.to_string())];
@@ -266,6 +296,36 @@ impl Collector for LayerStats {
             "model_fallback_primary_usage_ratio",
             "Share of finished requests the primary answered",
             &primary_usage,
+        )?;
+        emit(
+            e,
+            "gateway_shared_state_connected",
+            "1 while the chain's throttle state is shared with the other replicas (redis_url)",
+            &shared_connected,
+        )?;
+        emit(
+            e,
+            "gateway_shared_state_lag_seconds",
+            "How late the last event from another replica arrived",
+            &shared_lag,
+        )?;
+        emit(
+            e,
+            "gateway_shared_state_sent",
+            "Events published to the other replicas",
+            &shared_sent,
+        )?;
+        emit(
+            e,
+            "gateway_shared_state_received",
+            "Events of other replicas applied here",
+            &shared_received,
+        )?;
+        emit(
+            e,
+            "gateway_shared_state_dropped",
+            "Events that could not be published",
+            &shared_dropped,
         )
     }
 }

@@ -364,8 +364,19 @@ async fn model_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         primary += t.served_by_primary;
         failed += t.failed;
         let chain_name = chain.name();
+        let shared = chain.shared.as_ref().map(|s| {
+            let status = s.status();
+            json!({
+                "connected": status.connected,
+                "lag_ms": status.lag_ms,
+                "sent": status.sent,
+                "received": status.received,
+                "dropped": status.dropped,
+            })
+        });
         chains.push(json!({
             "name": chain_name,
+            "shared_state": shared,
             "primary_share_history": chain.share_history.report(Sample::now(t)),
         }));
         for m in stats.models {

@@ -12,7 +12,7 @@ use tower_model_fallback_gateway::{ChainConfig, GatewayConfig, ModelConfig};
 
 mod common;
 
-use common::{http, send, start, stats};
+use common::{RedisServer, http, send, start, stats};
 
 const PRIMARY: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 const SECOND: &str = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
@@ -647,4 +647,72 @@ async fn a_stream_without_content_falls_back_within_the_attempt_timeout() {
     assert_eq!(header(&reply, "x-fallback-model"), SECOND);
     assert_eq!(header(&reply, "x-fallback-attempts"), "2");
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn replicas_share_throttles_and_resets_through_redis() {
+    let redis = RedisServer::start().await;
+    let upstream = FakeBedrock::start().await.unwrap();
+    let replica = || {
+        let mut config = chain_of(vec![
+            entry(PRIMARY, None, Some(&upstream.endpoint_url())),
+            entry(SECOND, None, Some(&upstream.endpoint_url())),
+        ]);
+        config.redis_url = Some(redis.url.clone());
+        config.redis_namespace = "gateway-test".into();
+        config.admin_token = Some("admin".into());
+        config
+    };
+    let (one, two) = (start(replica()).await, start(replica()).await);
+    let connected =
+        |stats: &Value| stats["stats"]["chains"][0]["shared_state"]["connected"] == true;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(connected(&stats(&one.url).await) && connected(&stats(&two.url).await)) {
+        assert!(
+            Instant::now() < deadline,
+            "the replicas never connected to Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The primary throttles a request through `one`; `two` skips it from then on.
+    upstream.script(PRIMARY, [Step::throttle()]);
+    let reply = send("POST", &converse_url(&one.url), None, CONVERSE).await;
+    assert_eq!(header(&reply, "x-fallback-model"), SECOND);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let reply = send("POST", &converse_url(&two.url), None, CONVERSE).await;
+        if header(&reply, "x-fallback-attempts") == "1" {
+            assert_eq!(header(&reply, "x-fallback-model"), SECOND);
+            break;
+        }
+        assert!(Instant::now() < deadline, "two never heard of the throttle");
+    }
+    let shared = &stats(&two.url).await["stats"]["chains"][0]["shared_state"];
+    assert!(shared["received"].as_u64().unwrap() >= 1, "{shared}");
+
+    // A reset on `two` resets `one` too.
+    let (status, _, _) = http(
+        "POST",
+        &format!("{}/reset_model_cooldowns", two.url),
+        Some("admin"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let reply = send("POST", &converse_url(&one.url), None, CONVERSE).await;
+        if header(&reply, "x-fallback-model") == PRIMARY {
+            break;
+        }
+        assert!(Instant::now() < deadline, "one never heard of the reset");
+    }
+    let (_, metrics, _) = http("GET", &format!("{}/metrics", one.url), None, "").await;
+    assert!(
+        metrics.contains("gateway_shared_state_connected{chain=\"claude\"} 1"),
+        "{metrics}"
+    );
+    one.stop().await;
+    two.stop().await;
 }

@@ -359,6 +359,11 @@ async fn invalid_configs_are_rejected_before_start() {
             "retry_budget_percent",
         ),
         ("[policy]\nejection_s = 0", "outlier ejection"),
+        ("redis_url = \"not a url\"", "redis_url"),
+        (
+            "redis_url = \"redis://127.0.0.1:1\"\n[policy]\nkind = \"paced\"",
+            "policy kind paced cannot be shared",
+        ),
         (
             "[[chains]]\nmodels = [{ id = \"a\", endpoint_url = \"http://one\" }]\n\
              [[chains]]\nmodels = [{ id = \"b\" }, { id = \"a\", endpoint_url = \"http://two\" }]",

@@ -101,3 +101,41 @@ pub async fn stats(url: &str) -> Value {
     assert_eq!(status, 200);
     serde_json::from_str(&body).unwrap()
 }
+
+/// A `redis-server` of the test's own on a free loopback port, killed when dropped.
+pub struct RedisServer {
+    _process: tokio::process::Child,
+    pub url: String,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let process = tokio::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs Debian's package)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        RedisServer {
+            _process: process,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+}
