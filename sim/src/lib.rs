@@ -17,6 +17,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -26,7 +27,9 @@ use tower::ServiceExt;
 use tower_model_fallback::Fallback;
 use tower_model_fallback::ModelChain;
 use tower_model_fallback::ModelRequest;
+use tower_model_fallback::cluster::Clustered;
 use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError};
+use tower_model_fallback::policy::AdaptiveCooldown;
 pub use tower_model_fallback::policy::PolicyKind;
 use tower_model_fallback::{FallbackLayer, WhenAllCooling};
 
@@ -52,6 +55,100 @@ pub fn run(scenario: &Scenario, policy: PolicyKind, seed: u64) -> Result<Report,
     run_with_outcomes(scenario, policy, seed).map(|(report, _)| report)
 }
 
+/// How many replicas of the service share the models' quotas, and whether they share their state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replicas {
+    /// Replicas, each with its own layer and policy; users are spread over them round-robin, as a
+    /// load balancer would.
+    pub count: usize,
+    /// `Some(delay)`: the replicas share their throttle state ([`Clustered`] policies), each event
+    /// reaching the others `delay` after it was published (an in-memory store in place of Redis).
+    /// Only the adaptive policy can be shared.
+    pub shared: Option<Duration>,
+}
+
+impl Replicas {
+    /// One process: the default.
+    pub const ONE: Replicas = Replicas {
+        count: 1,
+        shared: None,
+    };
+}
+
+/// Runs `scenario` under `policy` with `seed`, on `replicas`.
+pub fn run_replicated(
+    scenario: &Scenario,
+    policy: PolicyKind,
+    seed: u64,
+    replicas: Replicas,
+) -> Result<Report, tower::BoxError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()?;
+    runtime
+        .block_on(simulate(scenario, policy, seed, replicas))
+        .map(|(report, _)| report)
+}
+
+/// One layer per replica; with shared state, an in-memory bus that delivers each replica's events
+/// to the others after `delay`.
+fn replica_layers(
+    chain: &ModelChain,
+    policy: PolicyKind,
+    replicas: Replicas,
+) -> Result<Vec<FallbackLayer>, tower::BoxError> {
+    let count = replicas.count.max(1);
+    let Some(delay) = replicas.shared else {
+        return (0..count)
+            .map(|_| {
+                Ok(
+                    FallbackLayer::builder_shared(policy.with_defaults(chain.clone()))
+                        .when_all_cooling(when_all_cooling(policy))
+                        .build()?,
+                )
+            })
+            .collect();
+    };
+    if policy != PolicyKind::Adaptive {
+        return Err(format!("only the adaptive policy can share its state, not {policy}").into());
+    }
+    let mut layers = Vec::new();
+    let mut outboxes = Vec::new();
+    let mut appliers = Vec::new();
+    for _ in 0..count {
+        let (shared, link) = Clustered::new(AdaptiveCooldown::new(chain.clone()));
+        let (outbox, applier) = link.into_parts();
+        layers.push(
+            FallbackLayer::builder(shared)
+                .when_all_cooling(when_all_cooling(policy))
+                .build()?,
+        );
+        outboxes.push(outbox);
+        appliers.push(applier);
+    }
+    for (from, mut outbox) in outboxes.into_iter().enumerate() {
+        let others: Vec<_> = appliers
+            .iter()
+            .enumerate()
+            .filter(|(to, _)| *to != from)
+            .map(|(_, applier)| applier.clone())
+            .collect();
+        tokio::spawn(async move {
+            while let Some(event) = outbox.next().await {
+                for applier in &others {
+                    let (applier, event) = (applier.clone(), event.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        applier.apply(&event, delay);
+                    });
+                }
+            }
+        });
+    }
+    Ok(layers)
+}
+
 /// Runs `scenario` and also returns every request's [`Outcome`], in the order they finished.
 pub fn run_with_outcomes(
     scenario: &Scenario,
@@ -62,22 +159,24 @@ pub fn run_with_outcomes(
         .enable_time()
         .start_paused(true)
         .build()?;
-    runtime.block_on(simulate(scenario, policy, seed))
+    runtime.block_on(simulate(scenario, policy, seed, Replicas::ONE))
 }
 
 async fn simulate(
     scenario: &Scenario,
     policy: PolicyKind,
     seed: u64,
+    replicas: Replicas,
 ) -> Result<(Report, Vec<Outcome>), tower::BoxError> {
     scenario.validate()?;
     let start = Instant::now();
     let chain = ModelChain::new(scenario.models.iter().map(|m| m.id.as_str()))?;
-    let layer = FallbackLayer::builder_shared(policy.with_defaults(chain))
-        .when_all_cooling(when_all_cooling(policy))
-        .build()?;
+    // Every replica calls the same simulated Bedrock: one account, one quota.
     let bedrock = SimBedrock::new(&scenario.models, seed);
-    let service = tower::Layer::layer(&layer, bedrock.clone());
+    let services: Vec<Fallback<SimBedrock>> = replica_layers(&chain, policy, replicas)?
+        .iter()
+        .map(|layer| tower::Layer::layer(layer, bedrock.clone()))
+        .collect();
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let issued = Arc::new(AtomicUsize::new(0));
     let end = start + scenario.duration;
@@ -87,7 +186,7 @@ async fn simulate(
         let user_seed = seed ^ (user as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let task = user_loop(
             scenario.clone(),
-            service.clone(),
+            services[user % services.len()].clone(),
             StdRng::seed_from_u64(user_seed),
             start,
             (start + from, (start + until).min(end)),

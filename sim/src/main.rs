@@ -4,6 +4,7 @@
 //! cargo run --release -p tower-model-fallback-sim                    # every scenario, every policy
 //! cargo run --release -p tower-model-fallback-sim -- --scenario default --seed 7 --json
 //! cargo run --release -p tower-model-fallback-sim -- --plot primary-share.svg
+//! cargo run --release -p tower-model-fallback-sim -- --replicas-table   # replicas, unshared vs shared
 //! ```
 
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use clap::Parser;
 use plotters::prelude::*;
 use tower::BoxError;
 use tower_model_fallback::testing::Quota;
-use tower_model_fallback_sim::{self as sim, PolicyKind, Report, Scenario};
+use tower_model_fallback_sim::{self as sim, PolicyKind, Replicas, Report, Scenario};
 
 /// Simulate Bedrock throttling and compare the fallback policies on the same workload and seed.
 #[derive(Parser)]
@@ -39,6 +40,17 @@ struct Args {
     /// Seconds of quota every model's buckets hold (overrides the scenario).
     #[arg(long)]
     burst_s: Option<f64>,
+    /// Replicas of the service sharing the quotas (users spread over them round-robin).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// The replicas share their throttle state, each event arriving this many milliseconds late
+    /// (adaptive policy only).
+    #[arg(long)]
+    shared_delay_ms: Option<u64>,
+    /// Print, for the adaptive policy on 1, 2, 4 and 8 replicas, each scenario unshared and shared
+    /// (events 5 ms late, or --shared-delay-ms).
+    #[arg(long)]
+    replicas_table: bool,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -73,10 +85,23 @@ fn main() -> Result<(), BoxError> {
             s.models[0].quota = Quota::new(rpm, tpm);
         }
     }
+    if args.replicas_table {
+        let delay = Duration::from_millis(args.shared_delay_ms.unwrap_or(5));
+        return replicas_table(&scenarios, args.seed, delay);
+    }
+    let replicas = Replicas {
+        count: args.replicas,
+        shared: args.shared_delay_ms.map(Duration::from_millis),
+    };
+    let policies: Vec<PolicyKind> = if replicas.shared.is_some() {
+        vec![PolicyKind::Adaptive]
+    } else {
+        PolicyKind::ALL.to_vec()
+    };
     let mut reports: Vec<Report> = Vec::new();
     for scenario in &scenarios {
-        for policy in PolicyKind::ALL {
-            reports.push(sim::run(scenario, policy, args.seed)?);
+        for &policy in &policies {
+            reports.push(sim::run_replicated(scenario, policy, args.seed, replicas)?);
         }
     }
     if args.json {
@@ -86,6 +111,34 @@ fn main() -> Result<(), BoxError> {
     }
     if let Some(path) = &args.plot {
         plot(path, &reports)?;
+    }
+    Ok(())
+}
+
+/// The adaptive policy on 1, 2, 4 and 8 replicas, each with and without shared state.
+fn replicas_table(scenarios: &[Scenario], seed: u64, delay: Duration) -> Result<(), BoxError> {
+    println!(
+        "| scenario | replicas | unshared: primary | success | throttled/request | shared: primary | success | throttled/request |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for scenario in scenarios {
+        for count in [1, 2, 4, 8] {
+            let run = |shared| {
+                let replicas = Replicas { count, shared };
+                sim::run_replicated(scenario, PolicyKind::Adaptive, seed, replicas)
+            };
+            let (alone, shared) = (run(None)?, run(Some(delay))?);
+            println!(
+                "| {} | {count} | {:.1}% | {:.1}% | {:.4} | {:.1}% | {:.1}% | {:.4} |",
+                scenario.name,
+                alone.primary_usage * 100.0,
+                alone.success_rate * 100.0,
+                alone.throttled_per_request,
+                shared.primary_usage * 100.0,
+                shared.success_rate * 100.0,
+                shared.throttled_per_request,
+            );
+        }
     }
     Ok(())
 }

@@ -146,3 +146,42 @@ fn a_flood_of_requests_gets_no_more_from_a_paced_primary_than_its_quota_refills(
     assert!(throttled < 400.0, "{throttled} throttled calls: {paced:?}");
     assert_eq!(paced.success_rate, 1.0);
 }
+
+#[test]
+fn replicas_that_share_their_state_throttle_less_on_one_quota() {
+    use sim::Replicas;
+    let scenario = Scenario::named("starved-primary").unwrap();
+    let run = |count, shared| {
+        let replicas = Replicas { count, shared };
+        sim::run_replicated(&scenario, PolicyKind::Adaptive, 1, replicas).unwrap()
+    };
+    let alone = run(8, None);
+    let shared = run(8, Some(Duration::from_millis(5)));
+    // Eight replicas each learn every throttle alone; shared, they learn it once.
+    assert!(
+        shared.throttled_per_request * 2.0 < alone.throttled_per_request,
+        "{} vs {}",
+        shared.throttled_per_request,
+        alone.throttled_per_request
+    );
+    // One replica sharing with nobody is the plain run; the same seed gives the same report.
+    assert_eq!(
+        run(1, Some(Duration::from_millis(5))),
+        sim::run(&scenario, PolicyKind::Adaptive, 1).unwrap()
+    );
+    assert_eq!(
+        run(4, Some(Duration::from_millis(5))),
+        run(4, Some(Duration::from_millis(5)))
+    );
+    // Only the adaptive policy can share its state.
+    let paced = sim::run_replicated(
+        &scenario,
+        PolicyKind::Paced,
+        1,
+        Replicas {
+            count: 2,
+            shared: Some(Duration::ZERO),
+        },
+    );
+    assert!(paced.is_err());
+}

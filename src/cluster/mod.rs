@@ -187,6 +187,71 @@ impl<P: ClusterPolicy> ClusterLink<P> {
     }
 }
 
+/// The events a [`Clustered`] policy publishes, taken apart from its [`ClusterLink`] by
+/// [`ClusterLink::into_parts`].
+#[derive(Debug)]
+pub struct ClusterOutbox {
+    receiver: mpsc::Receiver<ClusterEvent>,
+}
+
+impl ClusterOutbox {
+    /// The next event to publish; `None` once the policy is gone.
+    pub async fn next(&mut self) -> Option<ClusterEvent> {
+        self.receiver.recv().await
+    }
+}
+
+/// Applies other replicas' events to a [`Clustered`] policy; cheap to clone.
+pub struct ClusterApplier<P> {
+    policy: Arc<P>,
+    status: Arc<ClusterStatus>,
+}
+
+impl<P> Clone for ClusterApplier<P> {
+    fn clone(&self) -> Self {
+        ClusterApplier {
+            policy: self.policy.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+impl<P> fmt::Debug for ClusterApplier<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterApplier")
+            .field("status", &self.status.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: ClusterPolicy> ClusterApplier<P> {
+    /// Applies another replica's event, sent `lag` ago.
+    pub fn apply(&self, event: &ClusterEvent, lag: Duration) {
+        self.policy.apply(event, lag);
+        self.status.received(lag);
+    }
+
+    /// The link's status, shared with the policy.
+    pub fn status(&self) -> &Arc<ClusterStatus> {
+        &self.status
+    }
+}
+
+impl<P> ClusterLink<P> {
+    /// The outbox and an applier, for a driver that handles them apart (an in-memory bus, say).
+    pub fn into_parts(self) -> (ClusterOutbox, ClusterApplier<P>) {
+        (
+            ClusterOutbox {
+                receiver: self.outbox,
+            },
+            ClusterApplier {
+                policy: self.policy,
+                status: self.status,
+            },
+        )
+    }
+}
+
 /// Events waiting to be published at most; beyond it (the store is slow or gone) they are dropped.
 const OUTBOX: usize = 1024;
 
