@@ -620,3 +620,28 @@ async fn adaptive_applies_other_replicas_events_without_losing_newer_evidence() 
     policy.apply(&ClusterEvent::Reset, Duration::ZERO);
     assert_eq!(policy.cooldown_remaining(A), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn paced_starts_pacing_on_another_replicas_throttle() {
+    use tower_model_fallback::cluster::{ClusterEvent, ClusterPolicy};
+    let policy = PacedCooldown::new(chain());
+    let a = tower_model_fallback::ModelId::new("A");
+    assert_eq!(policy.pace(A), None);
+    let attempt = begin(&policy, A);
+    assert!(policy.is_new_throttle(&attempt));
+    policy.apply(
+        &ClusterEvent::Throttled {
+            model: a.clone(),
+            cooldown: secs(1),
+        },
+        Duration::ZERO,
+    );
+    assert!(policy.pace(A).is_some(), "paced after a throttle elsewhere");
+    // The local attempt that started before it is no longer new evidence.
+    assert!(!policy.is_new_throttle(&attempt));
+    // Successes elsewhere carry nothing for a paced model; a reset opens it.
+    policy.apply(&ClusterEvent::Cleared { model: a }, Duration::ZERO);
+    assert!(policy.pace(A).is_some());
+    policy.apply(&ClusterEvent::Reset, Duration::ZERO);
+    assert_eq!(policy.pace(A), None);
+}

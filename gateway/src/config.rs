@@ -428,6 +428,13 @@ impl GatewayConfig {
                 .skip_threshold(seconds("skip_threshold_s", p.skip_threshold_s)?)
                 .build(chain)?)
         };
+        let paced = |chain| -> Result<PacedCooldown, GatewayConfigError> {
+            Ok(PacedCooldown::builder()
+                .margin(p.pace_margin)
+                .burst(seconds("pace_burst_s", p.pace_burst_s)?)
+                .quiet(seconds("pace_quiet_s", p.pace_quiet_s)?)
+                .build(chain)?)
+        };
         let kind = p.kind.parse::<PolicyKind>()?;
         let mut shared = None;
         let policy: Arc<dyn CooldownPolicy> = match (kind, &self.redis_url) {
@@ -437,9 +444,15 @@ impl GatewayConfig {
                 shared = Some(state);
                 policy
             }
+            (PolicyKind::Paced, Some(url)) => {
+                let namespace = format!("{}:{chain_name}", self.redis_namespace);
+                let (policy, state) = SharedState::share(paced(chain)?, url, &namespace)?;
+                shared = Some(state);
+                policy
+            }
             (kind, Some(_)) => {
                 return Err(GatewayConfigError::Invalid(format!(
-                    "redis_url shares the adaptive policy's state; policy kind {kind} cannot be shared"
+                    "redis_url shares the adaptive and paced policies' state; policy kind {kind} cannot be shared"
                 )));
             }
             (PolicyKind::Adaptive, None) => Arc::new(adaptive(chain)?),
@@ -448,13 +461,7 @@ impl GatewayConfig {
                 Duration::from_secs(1),
                 Duration::from_secs(8),
             )?),
-            (PolicyKind::Paced, None) => Arc::new(
-                PacedCooldown::builder()
-                    .margin(p.pace_margin)
-                    .burst(seconds("pace_burst_s", p.pace_burst_s)?)
-                    .quiet(seconds("pace_quiet_s", p.pace_quiet_s)?)
-                    .build(chain)?,
-            ),
+            (PolicyKind::Paced, None) => Arc::new(paced(chain)?),
             (other, None) => other.with_defaults(chain),
         };
         if p.eject_after_failures == 0 {

@@ -361,8 +361,8 @@ async fn invalid_configs_are_rejected_before_start() {
         ("[policy]\nejection_s = 0", "outlier ejection"),
         ("redis_url = \"not a url\"", "redis_url"),
         (
-            "redis_url = \"redis://127.0.0.1:1\"\n[policy]\nkind = \"paced\"",
-            "policy kind paced cannot be shared",
+            "redis_url = \"redis://127.0.0.1:1\"\n[policy]\nkind = \"probing\"",
+            "policy kind probing cannot be shared",
         ),
         (
             "[[chains]]\nmodels = [{ id = \"a\", endpoint_url = \"http://one\" }]\n\

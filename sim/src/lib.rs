@@ -27,10 +27,10 @@ use tower::ServiceExt;
 use tower_model_fallback::Fallback;
 use tower_model_fallback::ModelChain;
 use tower_model_fallback::ModelRequest;
-use tower_model_fallback::cluster::Clustered;
+use tower_model_fallback::cluster::{ClusterPolicy, Clustered};
 use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError};
-use tower_model_fallback::policy::AdaptiveCooldown;
 pub use tower_model_fallback::policy::PolicyKind;
+use tower_model_fallback::policy::{AdaptiveCooldown, PacedCooldown};
 use tower_model_fallback::{FallbackLayer, WhenAllCooling};
 
 mod model;
@@ -63,7 +63,7 @@ pub struct Replicas {
     pub count: usize,
     /// `Some(delay)`: the replicas share their throttle state ([`Clustered`] policies), each event
     /// reaching the others `delay` after it was published (an in-memory store in place of Redis).
-    /// Only the adaptive policy can be shared.
+    /// The adaptive and paced policies can be shared.
     pub shared: Option<Duration>,
 }
 
@@ -110,18 +110,33 @@ fn replica_layers(
             })
             .collect();
     };
-    if policy != PolicyKind::Adaptive {
-        return Err(format!("only the adaptive policy can share its state, not {policy}").into());
+    match policy {
+        PolicyKind::Adaptive => shared_layers(count, delay, policy, || {
+            AdaptiveCooldown::new(chain.clone())
+        }),
+        PolicyKind::Paced => {
+            shared_layers(count, delay, policy, || PacedCooldown::new(chain.clone()))
+        }
+        other => Err(format!("the {other} policy cannot share its state").into()),
     }
+}
+
+/// `count` layers over [`Clustered`] policies from `make`, joined by an in-memory bus.
+fn shared_layers<P: ClusterPolicy>(
+    count: usize,
+    delay: Duration,
+    kind: PolicyKind,
+    make: impl Fn() -> P,
+) -> Result<Vec<FallbackLayer>, tower::BoxError> {
     let mut layers = Vec::new();
     let mut outboxes = Vec::new();
     let mut appliers = Vec::new();
     for _ in 0..count {
-        let (shared, link) = Clustered::new(AdaptiveCooldown::new(chain.clone()));
+        let (shared, link) = Clustered::new(make());
         let (outbox, applier) = link.into_parts();
         layers.push(
             FallbackLayer::builder(shared)
-                .when_all_cooling(when_all_cooling(policy))
+                .when_all_cooling(when_all_cooling(kind))
                 .build()?,
         );
         outboxes.push(outbox);

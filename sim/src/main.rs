@@ -44,11 +44,11 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     replicas: usize,
     /// The replicas share their throttle state, each event arriving this many milliseconds late
-    /// (adaptive policy only).
+    /// (adaptive and paced policies only).
     #[arg(long)]
     shared_delay_ms: Option<u64>,
-    /// Print, for the adaptive policy on 1, 2, 4 and 8 replicas, each scenario unshared and shared
-    /// (events 5 ms late, or --shared-delay-ms).
+    /// Print, for the adaptive and paced policies on 1, 2, 4 and 8 replicas, each scenario unshared
+    /// and shared (events 5 ms late, or --shared-delay-ms).
     #[arg(long)]
     replicas_table: bool,
     /// Print JSON instead of the table.
@@ -94,7 +94,7 @@ fn main() -> Result<(), BoxError> {
         shared: args.shared_delay_ms.map(Duration::from_millis),
     };
     let policies: Vec<PolicyKind> = if replicas.shared.is_some() {
-        vec![PolicyKind::Adaptive]
+        vec![PolicyKind::Adaptive, PolicyKind::Paced]
     } else {
         PolicyKind::ALL.to_vec()
     };
@@ -115,29 +115,31 @@ fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The adaptive policy on 1, 2, 4 and 8 replicas, each with and without shared state.
+/// The shareable policies on 1, 2, 4 and 8 replicas, each with and without shared state.
 fn replicas_table(scenarios: &[Scenario], seed: u64, delay: Duration) -> Result<(), BoxError> {
     println!(
-        "| scenario | replicas | unshared: primary | success | throttled/request | shared: primary | success | throttled/request |"
+        "| scenario | policy | replicas | unshared: primary | success | throttled/request | shared: primary | success | throttled/request |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for scenario in scenarios {
-        for count in [1, 2, 4, 8] {
-            let run = |shared| {
-                let replicas = Replicas { count, shared };
-                sim::run_replicated(scenario, PolicyKind::Adaptive, seed, replicas)
-            };
-            let (alone, shared) = (run(None)?, run(Some(delay))?);
-            println!(
-                "| {} | {count} | {:.1}% | {:.1}% | {:.4} | {:.1}% | {:.1}% | {:.4} |",
-                scenario.name,
-                alone.primary_usage * 100.0,
-                alone.success_rate * 100.0,
-                alone.throttled_per_request,
-                shared.primary_usage * 100.0,
-                shared.success_rate * 100.0,
-                shared.throttled_per_request,
-            );
+        for policy in [PolicyKind::Adaptive, PolicyKind::Paced] {
+            for count in [1, 2, 4, 8] {
+                let run = |shared| {
+                    let replicas = Replicas { count, shared };
+                    sim::run_replicated(scenario, policy, seed, replicas)
+                };
+                let (alone, shared) = (run(None)?, run(Some(delay))?);
+                println!(
+                    "| {} | {policy} | {count} | {:.1}% | {:.1}% | {:.4} | {:.1}% | {:.1}% | {:.4} |",
+                    scenario.name,
+                    alone.primary_usage * 100.0,
+                    alone.success_rate * 100.0,
+                    alone.throttled_per_request,
+                    shared.primary_usage * 100.0,
+                    shared.success_rate * 100.0,
+                    shared.throttled_per_request,
+                );
+            }
         }
     }
     Ok(())

@@ -173,15 +173,15 @@ fn replicas_that_share_their_state_throttle_less_on_one_quota() {
         run(4, Some(Duration::from_millis(5))),
         run(4, Some(Duration::from_millis(5)))
     );
-    // Only the adaptive policy can share its state.
-    let paced = sim::run_replicated(
+    // Only the adaptive and paced policies can share their state.
+    let probing = sim::run_replicated(
         &scenario,
-        PolicyKind::Paced,
+        PolicyKind::Probing,
         1,
         Replicas {
             count: 2,
             shared: Some(Duration::ZERO),
         },
     );
-    assert!(paced.is_err());
+    assert!(probing.is_err());
 }

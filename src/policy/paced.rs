@@ -5,6 +5,7 @@ use super::epoch::{Epoch, nanos};
 use super::rate_cell::RateCell;
 use super::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
+use crate::cluster::{ClusterEvent, ClusterPolicy};
 use crate::error::ConfigError;
 use crate::request::TokenCost;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
@@ -240,6 +241,40 @@ impl CooldownPolicy for PacedCooldown {
     }
 
     fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
+        self.record_throttle(attempt, retry_after, true)
+    }
+
+    /// While the model is paced, the time until it admits the next request (zero when it would admit
+    /// one now); `None` while it is open.
+    fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
+        let due = self.models.get(model)?.due.load(Ordering::Acquire);
+        (due != 0).then(|| {
+            let admits_at = self.epoch.now().saturating_add(self.burst);
+            Duration::from_nanos(due.saturating_sub(admits_at))
+        })
+    }
+
+    fn reopens_in(&self, model: usize) -> Option<Duration> {
+        self.cooldown_remaining(model).filter(|d| !d.is_zero())
+    }
+
+    fn reset_cooldowns(&self) {
+        for pace in self.models.iter() {
+            let _measure = pace.measure();
+            pace.due.store(0, Ordering::Release);
+        }
+    }
+}
+
+impl PacedCooldown {
+    /// Records a throttle of `attempt`, seen here (`local`) or at another replica; a throttle from
+    /// elsewhere paces this replica without counting against what its own admissions achieved.
+    fn record_throttle(
+        &self,
+        attempt: &AttemptInfo,
+        retry_after: Option<Duration>,
+        local: bool,
+    ) -> Duration {
         let Some(pace) = self.models.get(attempt.model) else {
             return Duration::ZERO;
         };
@@ -248,7 +283,7 @@ impl CooldownPolicy for PacedCooldown {
         let hinted = retry_after.map_or(0, |d| nanos(d).min(self.max_retry_after));
         let ticket = attempt.ticket.get();
         let paced = pace.due.load(Ordering::Acquire) != 0;
-        if paced && ticket >= measure.anchor_ticket {
+        if local && paced && ticket >= measure.anchor_ticket {
             measure.rejected += 1;
         }
         if pace.throttles.load(Ordering::Acquire) != ticket {
@@ -305,25 +340,35 @@ impl CooldownPolicy for PacedCooldown {
         pace.throttles.store(next_ticket, Ordering::Release);
         Duration::from_nanos(hold)
     }
+}
 
-    /// While the model is paced, the time until it admits the next request (zero when it would admit
-    /// one now); `None` while it is open.
-    fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
-        let due = self.models.get(model)?.due.load(Ordering::Acquire);
-        (due != 0).then(|| {
-            let admits_at = self.epoch.now().saturating_add(self.burst);
-            Duration::from_nanos(due.saturating_sub(admits_at))
-        })
+impl ClusterPolicy for PacedCooldown {
+    fn is_new_throttle(&self, attempt: &AttemptInfo) -> bool {
+        self.models
+            .get(attempt.model)
+            .is_some_and(|p| p.throttles.load(Ordering::Acquire) == attempt.ticket.get())
     }
 
-    fn reopens_in(&self, model: usize) -> Option<Duration> {
-        self.cooldown_remaining(model).filter(|d| !d.is_zero())
-    }
-
-    fn reset_cooldowns(&self) {
-        for pace in self.models.iter() {
-            let _measure = pace.measure();
-            pace.due.store(0, Ordering::Release);
+    /// A remote throttle paces the model here as a local one would, at the rate this replica's own
+    /// successes were measured at: its share of the quota the replicas draw from together. Pacing
+    /// ends by itself after a quiet period, so clearing successes carry nothing; a reset resets.
+    fn apply(&self, event: &ClusterEvent, sent_ago: Duration) {
+        match event {
+            ClusterEvent::Throttled { model, cooldown } => {
+                let Some((index, pace)) = self
+                    .chain
+                    .index_of(model.as_str())
+                    .and_then(|i| Some((i, self.models.get(i)?)))
+                else {
+                    return;
+                };
+                let ticket = Ticket::new(pace.throttles.load(Ordering::Acquire));
+                let attempt = AttemptInfo::new(index, ticket, None);
+                let hint = cooldown.saturating_sub(sent_ago);
+                self.record_throttle(&attempt, (!hint.is_zero()).then_some(hint), false);
+            }
+            ClusterEvent::Cleared { .. } => {}
+            ClusterEvent::Reset => self.reset_cooldowns(),
         }
     }
 }
