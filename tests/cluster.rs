@@ -201,8 +201,36 @@ async fn a_replica_that_starts_late_catches_up_from_the_keys() {
     assert!(late.cooling().unwrap() > Duration::from_secs(8));
 }
 
+/// What this test binary logs: one global subscriber writing into a buffer.
+fn captured_logs() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        #[derive(Clone)]
+        struct Writer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Writer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let writer = Writer(logs.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+}
+
 #[tokio::test]
 async fn without_redis_a_replica_runs_on_local_state_and_catches_up_when_it_returns() {
+    let logs = captured_logs();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -221,6 +249,14 @@ async fn without_redis_a_replica_runs_on_local_state_and_catches_up_when_it_retu
     })
     .await;
     assert!(!alone.status().connected);
+    // Several reconnection attempts (100, 200, 400, 800 ms apart), one warning.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let warnings = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("t6:events"))
+        .count();
+    assert_eq!(warnings, 1, "{text}");
 
     // Redis comes up and another replica throttles A there: the first one reconnects and catches up.
     let redis = RedisServer::start_on(port).await;

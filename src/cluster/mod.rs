@@ -16,6 +16,14 @@
 //! counts as a new throttle here, so a local request that started before it cannot clear it; a
 //! remote success does not clear a throttle this replica saw after that success was sent (by wall
 //! clocks: keep the replicas' clocks synchronised).
+//!
+//! For [`PacedCooldown`](crate::policy::PacedCooldown): a throttle anywhere paces the model on every
+//! replica, each at the rate its own successes were measured at (its share of the quota). The pace
+//! itself is not shared: the simulator (`--replicas-table`, `docs/simulator.md`) shows shared pacing
+//! cutting throttles 3-5x on several replicas but giving up some of the primary's share.
+//!
+//! Not shared: probes (each replica's [`ProbingCooldown`](crate::policy::ProbingCooldown) or
+//! [`OutlierEjection`](crate::policy::OutlierEjection) probes on its own), ejections, and stats.
 
 use std::fmt;
 use std::sync::Arc;
