@@ -158,7 +158,10 @@ async fn publish(
     chain: &[ModelId],
     event: &ClusterEvent,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // MULTI/EXEC: the event and the keys change together, so a replica catching up from the keys
+    // never sees a cooldown whose event was lost, or the reverse.
     let mut pipe = redis::pipe();
+    pipe.atomic();
     pipe.cmd("PUBLISH")
         .arg(&names.channel)
         .arg(encode(event, names.origin))
