@@ -159,15 +159,14 @@ impl<P: fmt::Debug> fmt::Debug for Clustered<P> {
 /// The store driver's side of a [`Clustered`] policy: the events to publish, and the policy to apply
 /// the others' events to.
 pub struct ClusterLink<P> {
-    policy: Arc<P>,
-    outbox: mpsc::Receiver<ClusterEvent>,
-    status: Arc<ClusterStatus>,
+    outbox: ClusterOutbox,
+    applier: ClusterApplier<P>,
 }
 
 impl<P> fmt::Debug for ClusterLink<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterLink")
-            .field("status", &self.status.snapshot())
+            .field("applier", &self.applier)
             .finish_non_exhaustive()
     }
 }
@@ -175,23 +174,27 @@ impl<P> fmt::Debug for ClusterLink<P> {
 impl<P: ClusterPolicy> ClusterLink<P> {
     /// The next event to publish; `None` once the policy is gone.
     pub async fn next_outgoing(&mut self) -> Option<ClusterEvent> {
-        self.outbox.recv().await
+        self.outbox.next().await
     }
 
     /// Applies another replica's event, sent `lag` ago.
     pub fn apply(&self, event: &ClusterEvent, lag: Duration) {
-        self.policy.apply(event, lag);
-        self.status.received(lag);
+        self.applier.apply(event, lag);
     }
 
     /// The policy's chain.
     pub fn chain(&self) -> &ModelChain {
-        self.policy.chain()
+        self.applier.policy.chain()
     }
 
     /// The link's status, shared with the policy.
     pub fn status(&self) -> &Arc<ClusterStatus> {
-        &self.status
+        self.applier.status()
+    }
+
+    /// The policy, for a driver's catch-up.
+    fn policy(&self) -> &P {
+        &self.applier.policy
     }
 }
 
@@ -248,15 +251,7 @@ impl<P: ClusterPolicy> ClusterApplier<P> {
 impl<P> ClusterLink<P> {
     /// The outbox and an applier, for a driver that handles them apart (an in-memory bus, say).
     pub fn into_parts(self) -> (ClusterOutbox, ClusterApplier<P>) {
-        (
-            ClusterOutbox {
-                receiver: self.outbox,
-            },
-            ClusterApplier {
-                policy: self.policy,
-                status: self.status,
-            },
-        )
+        (self.outbox, self.applier)
     }
 }
 
@@ -270,9 +265,11 @@ impl<P: ClusterPolicy> Clustered<P> {
         let status = Arc::new(ClusterStatus::default());
         let (outbox, receiver) = mpsc::channel(OUTBOX);
         let link = ClusterLink {
-            policy: inner.clone(),
-            outbox: receiver,
-            status: status.clone(),
+            outbox: ClusterOutbox { receiver },
+            applier: ClusterApplier {
+                policy: inner.clone(),
+                status: status.clone(),
+            },
         };
         (
             Clustered {

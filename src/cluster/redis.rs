@@ -202,11 +202,11 @@ async fn catch_up<P: ClusterPolicy>(
                 .query_async(connection),
         )
         .await?;
-        let cooling_here = link
-            .policy
+        let policy = link.policy();
+        let cooling_here = policy
             .chain()
             .index_of(model.as_str())
-            .and_then(|i| link.policy.cooldown_remaining(i))
+            .and_then(|i| policy.cooldown_remaining(i))
             .is_some();
         if left > 0 && !cooling_here {
             let cooldown = Duration::from_millis(left.unsigned_abs());
