@@ -193,6 +193,7 @@ impl<P: ClusterPolicy> ClusterLink<P> {
     }
 
     /// The policy, for a driver's catch-up.
+    #[cfg(feature = "redis")]
     fn policy(&self) -> &P {
         &self.applier.policy
     }
