@@ -1,6 +1,7 @@
 //! The request a [`Fallback`](crate::Fallback) routes: a payload plus the model of the current attempt.
 
 use std::borrow::Borrow;
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,9 +98,27 @@ impl RequestId {
     }
 
     /// A process-unique id, used when the caller does not set one.
+    ///
+    /// Each thread takes ids from a block of its own and goes back to the process-wide counter once
+    /// per block, so threads creating requests do not all write one shared counter on every call.
+    /// Ids are unique, not in creation order across threads.
     pub fn next() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        RequestId(NEXT.fetch_add(1, Ordering::Relaxed))
+        /// Ids a thread takes from the process-wide counter at once.
+        const BLOCK: u64 = 1024;
+        static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+        thread_local! {
+            /// The next id of this thread's block, and the end of the block.
+            static BLOCK_LEFT: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+        }
+        BLOCK_LEFT.with(|left| {
+            let (mut next, mut end) = left.get();
+            if next == end {
+                next = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
+                end = next.saturating_add(BLOCK);
+            }
+            left.set((next + 1, end));
+            RequestId(next)
+        })
     }
 
     /// The numeric value.
@@ -297,5 +316,32 @@ impl<B> ModelRequest<B> {
             max_attempts: self.max_attempts,
             deadline: self.deadline,
         }
+    }
+}
+
+#[cfg(all(test, not(loom_model)))]
+mod tests {
+    use super::RequestId;
+
+    #[test]
+    fn request_ids_are_unique_across_threads() {
+        let ids: Vec<u64> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..5_000)
+                            .map(|_| RequestId::next().get())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap_or_default())
+                .collect()
+        });
+        let unique: std::collections::HashSet<u64> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), 20_000);
+        assert!(!unique.contains(&0));
     }
 }
