@@ -12,9 +12,10 @@
 //! failed, cancelled, in flight and primary-model usage (share of finished requests the primary
 //! served). `Serialize` with the `serde` feature.
 //!
-//! Recording is a few atomic increments per request and attempt; nothing is derived until a
-//! snapshot is taken. Counters that can be derived (in-flight requests and attempts, served
-//! requests) are not stored.
+//! Recording is a few atomic increments per request and attempt, in counters split per core (a
+//! thread writes its own shard, so cores do not fight over cache lines); nothing is derived or
+//! added up until a snapshot is taken. Counters that can be derived (in-flight requests and
+//! attempts, served requests) are not stored.
 //!
 //! Every count that ends something (a success, a failure, a cancellation) is written with `Release`
 //! after the count that started it, and a snapshot reads the ends before the starts with `Acquire`,
@@ -27,7 +28,9 @@ use crate::sync::Ordering::{Acquire, Relaxed, Release};
 use crate::policy::CooldownPolicy;
 use crate::request::ModelId;
 
+/// One model's counters in one shard; a cache line of their own.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 struct ModelCounters {
     attempts: AtomicU64,
     successes: AtomicU64,
@@ -37,42 +40,98 @@ struct ModelCounters {
     cancelled: AtomicU64,
 }
 
-/// The live counters behind [`StatsSnapshot`].
+/// The counters one group of threads writes: a layer keeps one shard per core, so threads on
+/// different cores count in different cache lines, and a snapshot adds the shards up.
 #[derive(Debug)]
-pub(crate) struct Stats {
+#[repr(align(64))]
+struct Shard {
     requests: AtomicU64,
     failed: AtomicU64,
     cancelled: AtomicU64,
     models: Box<[ModelCounters]>,
 }
 
+/// The live counters behind [`StatsSnapshot`].
+#[derive(Debug)]
+pub(crate) struct Stats {
+    shards: Box<[Shard]>,
+}
+
+/// Shards per layer: the machine's parallelism, at most 64.
+#[cfg(not(loom_model))]
+fn shard_count() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, 64)
+    })
+}
+
+/// Under the model checker one shard: the orderings are what is checked.
+#[cfg(loom_model)]
+fn shard_count() -> usize {
+    1
+}
+
+/// This thread's ordinal, taken once from a process-wide counter: threads spread over the shards.
+#[cfg(not(loom_model))]
+fn thread_ordinal() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static ORDINAL: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    ORDINAL.with(|ordinal| *ordinal)
+}
+
+#[cfg(loom_model)]
+fn thread_ordinal() -> usize {
+    0
+}
+
 impl Stats {
     pub(crate) fn new(models: usize) -> Self {
-        Stats {
-            requests: AtomicU64::default(),
-            failed: AtomicU64::default(),
-            cancelled: AtomicU64::default(),
-            models: (0..models).map(|_| ModelCounters::default()).collect(),
-        }
+        let shards = (0..shard_count())
+            .map(|_| Shard {
+                requests: AtomicU64::default(),
+                failed: AtomicU64::default(),
+                cancelled: AtomicU64::default(),
+                models: (0..models).map(|_| ModelCounters::default()).collect(),
+            })
+            .collect();
+        Stats { shards }
+    }
+
+    /// This thread's shard.
+    #[inline]
+    fn shard(&self) -> Option<&Shard> {
+        self.shards.get(thread_ordinal() % self.shards.len().max(1))
     }
 
     fn model(&self, model: usize, f: impl FnOnce(&ModelCounters) -> &AtomicU64) {
-        if let Some(counters) = self.models.get(model) {
+        if let Some(counters) = self.shard().and_then(|s| s.models.get(model)) {
             f(counters).fetch_add(1, Release);
         }
     }
 
     pub(crate) fn request(&self) {
-        self.requests.fetch_add(1, Relaxed);
+        if let Some(shard) = self.shard() {
+            shard.requests.fetch_add(1, Relaxed);
+        }
     }
     pub(crate) fn request_failed(&self) {
-        self.failed.fetch_add(1, Release);
+        if let Some(shard) = self.shard() {
+            shard.failed.fetch_add(1, Release);
+        }
     }
     pub(crate) fn request_cancelled(&self) {
-        self.cancelled.fetch_add(1, Release);
+        if let Some(shard) = self.shard() {
+            shard.cancelled.fetch_add(1, Release);
+        }
     }
     pub(crate) fn attempt(&self, model: usize) {
-        if let Some(counters) = self.models.get(model) {
+        if let Some(counters) = self.shard().and_then(|s| s.models.get(model)) {
             counters.attempts.fetch_add(1, Relaxed);
         }
     }
@@ -93,20 +152,32 @@ impl Stats {
         self.model(model, |c| &c.cancelled);
     }
 
+    /// The sum over shards of one counter of `model`.
+    fn sum_model(&self, model: usize, f: impl Fn(&ModelCounters) -> u64) -> u64 {
+        self.shards
+            .iter()
+            .filter_map(|s| s.models.get(model))
+            .map(f)
+            .sum()
+    }
+
+    /// The sum over shards of one layer counter.
+    fn sum(&self, f: impl Fn(&Shard) -> u64) -> u64 {
+        self.shards.iter().map(f).sum()
+    }
+
     pub(crate) fn snapshot(&self, policy: &dyn CooldownPolicy) -> StatsSnapshot {
         let chain = policy.chain();
-        let models: Vec<ModelStats> = self
-            .models
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                // Ends first, then starts (see the module docs).
-                let successes = c.successes.load(Acquire);
-                let throttles = c.throttles.load(Acquire);
-                let failures = c.failures.load(Acquire);
-                let request_errors = c.request_errors.load(Acquire);
-                let cancelled = c.cancelled.load(Acquire);
-                let attempts = c.attempts.load(Relaxed);
+        let count = self.shards.first().map_or(0, |s| s.models.len());
+        let models: Vec<ModelStats> = (0..count)
+            .map(|i| {
+                // Ends first, in every shard, then starts (see the module docs).
+                let successes = self.sum_model(i, |c| c.successes.load(Acquire));
+                let throttles = self.sum_model(i, |c| c.throttles.load(Acquire));
+                let failures = self.sum_model(i, |c| c.failures.load(Acquire));
+                let request_errors = self.sum_model(i, |c| c.request_errors.load(Acquire));
+                let cancelled = self.sum_model(i, |c| c.cancelled.load(Acquire));
+                let attempts = self.sum_model(i, |c| c.attempts.load(Relaxed));
                 let answered = successes + throttles + failures;
                 let finished = answered + request_errors;
                 let cooldown = policy.cooldown_remaining(i);
@@ -134,9 +205,9 @@ impl Stats {
             .collect();
         let served_by_primary = models.first().map_or(0, |m| m.successes);
         let served: u64 = models.iter().map(|m| m.successes).sum();
-        let failed = self.failed.load(Acquire);
-        let cancelled = self.cancelled.load(Acquire);
-        let requests = self.requests.load(Relaxed);
+        let failed = self.sum(|s| s.failed.load(Acquire));
+        let cancelled = self.sum(|s| s.cancelled.load(Acquire));
+        let requests = self.sum(|s| s.requests.load(Relaxed));
         StatsSnapshot {
             totals: Totals {
                 requests,
