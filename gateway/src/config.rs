@@ -436,16 +436,15 @@ impl GatewayConfig {
                 .build(chain)?)
         };
         let kind = p.kind.parse::<PolicyKind>()?;
+        let namespace = format!("{}:{chain_name}", self.redis_namespace);
         let mut shared = None;
         let policy: Arc<dyn CooldownPolicy> = match (kind, &self.redis_url) {
             (PolicyKind::Adaptive, Some(url)) => {
-                let namespace = format!("{}:{chain_name}", self.redis_namespace);
                 let (policy, state) = SharedState::share(adaptive(chain)?, url, &namespace)?;
                 shared = Some(state);
                 policy
             }
             (PolicyKind::Paced, Some(url)) => {
-                let namespace = format!("{}:{chain_name}", self.redis_namespace);
                 let (policy, state) = SharedState::share(paced(chain)?, url, &namespace)?;
                 shared = Some(state);
                 policy

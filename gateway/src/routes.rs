@@ -263,8 +263,9 @@ async fn serve_model_call(
         }
         Err(error) => {
             drop(in_flight);
-            outcome.attempts = attempts_of(&error).len();
-            outcome.model = attempts_of(&error).last().map(|a| a.model().to_string());
+            let attempts = attempts_of(&error);
+            outcome.attempts = attempts.len();
+            outcome.model = attempts.last().map(|a| a.model().to_string());
             failure_response(error)
         }
     }

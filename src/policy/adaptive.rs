@@ -97,6 +97,13 @@ impl ModelState {
         // Nothing panics while the lock is held; if something ever did, the history is still usable.
         self.history.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Ends the cooldown and forgets the throttles of the window; the caller holds `history`.
+    fn forget(&self, history: &mut VecDeque<Instant>) {
+        history.clear();
+        self.cooldown.clear();
+        self.dirty.store(false, Ordering::Release);
+    }
 }
 
 impl AdaptiveCooldown {
@@ -199,9 +206,7 @@ impl CooldownPolicy for AdaptiveCooldown {
         if state.throttles.load(Ordering::Acquire) != attempt.ticket.get() {
             return;
         }
-        history.clear();
-        state.cooldown.clear();
-        state.dirty.store(false, Ordering::Release);
+        state.forget(&mut history);
     }
 
     fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
@@ -222,10 +227,7 @@ impl CooldownPolicy for AdaptiveCooldown {
 
     fn reset_cooldowns(&self) {
         for state in self.models.iter() {
-            let mut history = state.history();
-            history.clear();
-            state.cooldown.clear();
-            state.dirty.store(false, Ordering::Release);
+            state.forget(&mut state.history());
         }
     }
 }
@@ -302,9 +304,7 @@ impl ClusterPolicy for AdaptiveCooldown {
                 if seen_here != 0 && self.epoch.now().saturating_sub(seen_here) < nanos(sent_ago) {
                     return;
                 }
-                history.clear();
-                state.cooldown.clear();
-                state.dirty.store(false, Ordering::Release);
+                state.forget(&mut history);
             }
             ClusterEvent::Reset => self.reset_cooldowns(),
         }

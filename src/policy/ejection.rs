@@ -108,17 +108,22 @@ impl OutlierEjectionBuilder {
         if self.threshold == 0 || self.base.is_zero() || self.max < self.base {
             return Err(ConfigError::InvalidEjection);
         }
+        Ok(self.finish(inner))
+    }
+
+    /// The policy, with numbers already checked.
+    fn finish<P: CooldownPolicy>(self, inner: P) -> OutlierEjection<P> {
         let models = (0..inner.chain().len())
             .map(|_| Ejection::default())
             .collect();
-        Ok(OutlierEjection {
+        OutlierEjection {
             inner,
             threshold: u64::from(self.threshold),
             base: self.base,
             max: self.max,
             epoch: Epoch::start(),
             models,
-        })
+        }
     }
 }
 
@@ -136,18 +141,7 @@ impl OutlierEjection<()> {
 impl<P: CooldownPolicy> OutlierEjection<P> {
     /// Ejection with the default numbers around `inner`.
     pub fn new(inner: P) -> Self {
-        let models = (0..inner.chain().len())
-            .map(|_| Ejection::default())
-            .collect();
-        let defaults = OutlierEjection::builder();
-        OutlierEjection {
-            inner,
-            threshold: u64::from(defaults.threshold),
-            base: defaults.base,
-            max: defaults.max,
-            epoch: Epoch::start(),
-            models,
-        }
+        OutlierEjection::builder().finish(inner)
     }
 
     /// The wrapped policy.
