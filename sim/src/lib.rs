@@ -15,6 +15,7 @@
 //! `cargo run --release -p tower-model-fallback-sim` prints the comparison table; see [`Report`] for what each
 //! column means.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -26,8 +27,11 @@ use tower::ServiceExt;
 
 use tower_model_fallback::Fallback;
 use tower_model_fallback::ModelChain;
+use tower_model_fallback::ModelId;
 use tower_model_fallback::ModelRequest;
-use tower_model_fallback::cluster::{ClusterPolicy, Clustered};
+use tower_model_fallback::cluster::{
+    ClusterApplier, ClusterEvent, ClusterPolicy, Clustered, LeaseDue,
+};
 use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError};
 pub use tower_model_fallback::policy::PolicyKind;
 use tower_model_fallback::policy::{AdaptiveCooldown, PacedCooldown};
@@ -65,6 +69,8 @@ pub struct Replicas {
     /// reaching the others `delay` after it was published (an in-memory store in place of Redis).
     /// The adaptive and paced policies can be shared.
     pub shared: Option<Duration>,
+    /// With shared state, probe leases of this length ([`Clustered::set_probe_lease`]).
+    pub probe_lease: Option<Duration>,
 }
 
 impl Replicas {
@@ -72,7 +78,17 @@ impl Replicas {
     pub const ONE: Replicas = Replicas {
         count: 1,
         shared: None,
+        probe_lease: None,
     };
+
+    /// `count` replicas, sharing their state with events `delay` late when `shared` is set.
+    pub fn new(count: usize, shared: Option<Duration>) -> Replicas {
+        Replicas {
+            count,
+            shared,
+            probe_lease: None,
+        }
+    }
 }
 
 /// Runs `scenario` under `policy` with `seed`, on `replicas`.
@@ -111,20 +127,55 @@ fn replica_layers(
             .collect();
     };
     match policy {
-        PolicyKind::Adaptive => shared_layers(count, delay, policy, || {
+        PolicyKind::Adaptive => shared_layers(count, delay, replicas.probe_lease, policy, || {
             AdaptiveCooldown::new(chain.clone())
         }),
-        PolicyKind::Paced => {
-            shared_layers(count, delay, policy, || PacedCooldown::new(chain.clone()))
-        }
+        PolicyKind::Paced => shared_layers(count, delay, replicas.probe_lease, policy, || {
+            PacedCooldown::new(chain.clone())
+        }),
         other => Err(format!("the {other} policy cannot share its state").into()),
     }
 }
 
-/// `count` layers over [`Clustered`] policies from `make`, joined by an in-memory bus.
+/// How often a replica's lease task looks for a probe lease to contest when none is coming up (the
+/// real driver is woken by events instead).
+const LEASE_POLL: Duration = Duration::from_millis(100);
+
+/// Probe leases in memory: when each model's lease runs out.
+type LeaseStore = Arc<Mutex<HashMap<ModelId, Instant>>>;
+
+/// Contests `applier`'s probe leases in `store`, each contest `delay` late, as the Redis driver does
+/// with `SET NX PX`.
+async fn contest_leases<P: ClusterPolicy>(
+    applier: ClusterApplier<P>,
+    store: LeaseStore,
+    delay: Duration,
+) {
+    loop {
+        match applier.next_probe_lease() {
+            LeaseDue::Contest { model, lease } => {
+                tokio::time::sleep(delay).await;
+                let now = Instant::now();
+                let mut leases = store.lock().unwrap_or_else(PoisonError::into_inner);
+                if leases.get(&model).is_some_and(|until| *until > now) {
+                    applier.lost_probe_lease(&model);
+                } else {
+                    leases.insert(model.clone(), now + lease);
+                    applier.won_probe_lease(&model);
+                }
+            }
+            LeaseDue::Wait(wait) => tokio::time::sleep(wait.min(LEASE_POLL)).await,
+            _ => tokio::time::sleep(LEASE_POLL).await,
+        }
+    }
+}
+
+/// `count` layers over [`Clustered`] policies from `make`, joined by an in-memory bus and lease
+/// store.
 fn shared_layers<P: ClusterPolicy>(
     count: usize,
     delay: Duration,
+    probe_lease: Option<Duration>,
     kind: PolicyKind,
     make: impl Fn() -> P,
 ) -> Result<Vec<FallbackLayer>, tower::BoxError> {
@@ -133,6 +184,9 @@ fn shared_layers<P: ClusterPolicy>(
     let mut appliers = Vec::new();
     for _ in 0..count {
         let (shared, link) = Clustered::new(make());
+        if let Some(lease) = probe_lease {
+            shared.set_probe_lease(lease);
+        }
         let (outbox, applier) = link.into_parts();
         layers.push(
             FallbackLayer::builder(shared)
@@ -142,6 +196,12 @@ fn shared_layers<P: ClusterPolicy>(
         outboxes.push(outbox);
         appliers.push(applier);
     }
+    let store = LeaseStore::default();
+    if probe_lease.is_some() {
+        for applier in &appliers {
+            tokio::spawn(contest_leases(applier.clone(), store.clone(), delay));
+        }
+    }
     for (from, mut outbox) in outboxes.into_iter().enumerate() {
         let others: Vec<_> = appliers
             .iter()
@@ -149,8 +209,18 @@ fn shared_layers<P: ClusterPolicy>(
             .filter(|(to, _)| *to != from)
             .map(|(_, applier)| applier.clone())
             .collect();
+        let store = store.clone();
         tokio::spawn(async move {
             while let Some(event) = outbox.next().await {
+                // A throttle or a clearing success answers any probe: its lease ends.
+                if let ClusterEvent::Throttled { model, .. } | ClusterEvent::Cleared { model } =
+                    &event
+                {
+                    store
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(model);
+                }
                 for applier in &others {
                     let (applier, event) = (applier.clone(), event.clone());
                     tokio::spawn(async move {

@@ -47,6 +47,10 @@ struct Args {
     /// (adaptive and paced policies only).
     #[arg(long)]
     shared_delay_ms: Option<u64>,
+    /// With shared state, replicas take turns at probing a reopening model, each turn a lease of this
+    /// many milliseconds.
+    #[arg(long)]
+    probe_lease_ms: Option<u64>,
     /// Print, for the adaptive and paced policies on 1, 2, 4 and 8 replicas, each scenario unshared
     /// and shared (events 5 ms late, or --shared-delay-ms).
     #[arg(long)]
@@ -85,13 +89,17 @@ fn main() -> Result<(), BoxError> {
             s.models[0].quota = Quota::new(rpm, tpm);
         }
     }
+    let probe_lease = args.probe_lease_ms.map(Duration::from_millis);
     if args.replicas_table {
         let delay = Duration::from_millis(args.shared_delay_ms.unwrap_or(5));
-        return replicas_table(&scenarios, args.seed, delay);
+        return replicas_table(&scenarios, args.seed, delay, probe_lease);
     }
     let replicas = Replicas {
-        count: args.replicas,
-        shared: args.shared_delay_ms.map(Duration::from_millis),
+        probe_lease,
+        ..Replicas::new(
+            args.replicas,
+            args.shared_delay_ms.map(Duration::from_millis),
+        )
     };
     let policies: Vec<PolicyKind> = if replicas.shared.is_some() {
         vec![PolicyKind::Adaptive, PolicyKind::Paced]
@@ -116,7 +124,12 @@ fn main() -> Result<(), BoxError> {
 }
 
 /// The shareable policies on 1, 2, 4 and 8 replicas, each with and without shared state.
-fn replicas_table(scenarios: &[Scenario], seed: u64, delay: Duration) -> Result<(), BoxError> {
+fn replicas_table(
+    scenarios: &[Scenario],
+    seed: u64,
+    delay: Duration,
+    probe_lease: Option<Duration>,
+) -> Result<(), BoxError> {
     println!(
         "| scenario | policy | replicas | unshared: primary | success | throttled/request | shared: primary | success | throttled/request |"
     );
@@ -125,7 +138,10 @@ fn replicas_table(scenarios: &[Scenario], seed: u64, delay: Duration) -> Result<
         for policy in [PolicyKind::Adaptive, PolicyKind::Paced] {
             for count in [1, 2, 4, 8] {
                 let run = |shared| {
-                    let replicas = Replicas { count, shared };
+                    let replicas = Replicas {
+                        probe_lease,
+                        ..Replicas::new(count, shared)
+                    };
                     sim::run_replicated(scenario, policy, seed, replicas)
                 };
                 let (alone, shared) = (run(None)?, run(Some(delay))?);

@@ -152,7 +152,7 @@ fn replicas_that_share_their_state_throttle_less_on_one_quota() {
     use sim::Replicas;
     let scenario = Scenario::named("starved-primary").unwrap();
     let run = |count, shared| {
-        let replicas = Replicas { count, shared };
+        let replicas = Replicas::new(count, shared);
         sim::run_replicated(&scenario, PolicyKind::Adaptive, 1, replicas).unwrap()
     };
     let alone = run(8, None);
@@ -178,10 +178,25 @@ fn replicas_that_share_their_state_throttle_less_on_one_quota() {
         &scenario,
         PolicyKind::Probing,
         1,
-        Replicas {
-            count: 2,
-            shared: Some(Duration::ZERO),
-        },
+        Replicas::new(2, Some(Duration::ZERO)),
     );
     assert!(probing.is_err());
+}
+
+#[test]
+fn probe_leases_let_one_replica_probe_and_stay_deterministic() {
+    use sim::Replicas;
+    let scenario = Scenario::named("default").unwrap();
+    let run = |lease| {
+        let replicas = Replicas {
+            probe_lease: lease,
+            ..Replicas::new(4, Some(Duration::from_millis(5)))
+        };
+        sim::run_replicated(&scenario, PolicyKind::Adaptive, 1, replicas).unwrap()
+    };
+    let leased = run(Some(Duration::from_secs(5)));
+    assert_eq!(leased, run(Some(Duration::from_secs(5))));
+    // Leases change who probes (docs/simulator.md has the comparison), not whether users are served.
+    assert_ne!(leased, run(None));
+    assert_eq!(leased.success_rate, 1.0);
 }

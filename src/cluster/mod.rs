@@ -6,8 +6,9 @@
 //! What changes the shared picture is published as a [`ClusterEvent`] through a bounded outbox: a
 //! throttle the policy counted, a success that ended a cooldown, a reset. A store driver (with the
 //! `redis` feature, [`RedisCluster`](redis::RedisCluster)) carries the outbox to the other replicas
-//! and applies theirs here; when the store is unreachable, events are dropped (counted in
-//! [`ClusterStatus`]) and each replica goes on with its local state.
+//! and applies theirs here; when the store is unreachable, each replica goes on with its local
+//! state, and the driver publishes what it could not (the latest event per model) once the store is
+//! back, throttles with what is left of their cooldowns.
 //!
 //! What is cluster-wide for [`AdaptiveCooldown`](crate::policy::AdaptiveCooldown): the throttle window
 //! and tier (four throttles on four replicas within the window are four throttles), the cooldown
@@ -22,8 +23,27 @@
 //! itself is not shared: the simulator (`--replicas-table`, `docs/simulator.md`) shows shared pacing
 //! cutting throttles 3-5x on several replicas but giving up some of the primary's share.
 //!
-//! Not shared: probes (each replica's [`ProbingCooldown`](crate::policy::ProbingCooldown) or
-//! [`OutlierEjection`](crate::policy::OutlierEjection) probes on its own), ejections, and stats.
+//! # Probe leases
+//!
+//! Optionally ([`Clustered::set_probe_lease`]), the replicas take turns at the probes that follow a
+//! cooldown: shortly before a model reopens (for [`AdaptiveCooldown`](crate::policy::AdaptiveCooldown),
+//! when new requests would start trying it again before the cooldown's end), every replica's driver
+//! contests a lease on it (`SET NX PX` with Redis). The winner's requests probe the model; the
+//! others hold it closed until the probe's answer arrives (a clearing success or a new throttle,
+//! published as usual), the cooldown ends, or the lease runs out. So one replica probes a reopening
+//! model, not N. While the store is unreachable there is no contest and no hold.
+//!
+//! Leases are off by default because the simulator finds them a loss for the adaptive policy: with
+//! events reaching the others within milliseconds, the first probe's throttle already stops the
+//! other replicas' probes, so leases save no throttled calls (0.0081 against 0.0083 per request on
+//! the default scenario, 4 replicas, seeds 1-8) but cost the primary's share while the others wait
+//! for the probe's answer (85.9% against 83.1%); `docs/simulator.md` has the table and the command.
+//! They pay off where a probe is expensive in itself, or where events are slow to arrive.
+//!
+//! Not shared: [`PacedCooldown`](crate::policy::PacedCooldown)'s pace (it is its own probe
+//! control), [`ProbingCooldown`](crate::policy::ProbingCooldown) and
+//! [`OutlierEjection`](crate::policy::OutlierEjection) (each replica probes on its own), ejections,
+//! and stats.
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,8 +57,12 @@ use crate::classify::ErrorClass;
 use crate::policy::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::request::{ModelId, TokenCost};
 
+mod lease;
 #[cfg(feature = "redis")]
 pub mod redis;
+
+pub use lease::LeaseDue;
+use lease::ProbeLeases;
 
 /// A change of one replica's throttle state that the others should apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +97,14 @@ pub trait ClusterPolicy: CooldownPolicy {
 
     /// Applies an event another replica published `sent_ago` (by the wall clocks of both).
     fn apply(&self, event: &ClusterEvent, sent_ago: Duration);
+
+    /// When `model` reopens after a cooldown, if the first requests to it then are probes whose
+    /// turn the replicas share (a [probe lease](self#probe-leases)). `None` (the default): the
+    /// policy has no such reopening.
+    fn probe_in(&self, model: usize) -> Option<Duration> {
+        let _ = model;
+        None
+    }
 }
 
 /// How the link to the other replicas is doing.
@@ -96,7 +128,8 @@ pub struct ClusterStatusSnapshot {
     pub sent: u64,
     /// Events applied from other replicas.
     pub received: u64,
-    /// Events that could not be published (store unreachable, outbox full).
+    /// Events that were never published: the outbox was full, or an outage outlasted what the
+    /// driver keeps for later.
     pub dropped: u64,
     /// How late the last event from another replica arrived, in milliseconds (wall clocks).
     pub lag_ms: u64,
@@ -145,6 +178,7 @@ pub struct Clustered<P> {
     inner: Arc<P>,
     outbox: mpsc::Sender<ClusterEvent>,
     status: Arc<ClusterStatus>,
+    leases: Arc<ProbeLeases>,
 }
 
 impl<P: fmt::Debug> fmt::Debug for Clustered<P> {
@@ -217,6 +251,7 @@ impl ClusterOutbox {
 pub struct ClusterApplier<P> {
     policy: Arc<P>,
     status: Arc<ClusterStatus>,
+    leases: Arc<ProbeLeases>,
 }
 
 impl<P> Clone for ClusterApplier<P> {
@@ -224,6 +259,7 @@ impl<P> Clone for ClusterApplier<P> {
         ClusterApplier {
             policy: self.policy.clone(),
             status: self.status.clone(),
+            leases: self.leases.clone(),
         }
     }
 }
@@ -240,12 +276,59 @@ impl<P: ClusterPolicy> ClusterApplier<P> {
     /// Applies another replica's event, sent `lag` ago.
     pub fn apply(&self, event: &ClusterEvent, lag: Duration) {
         self.policy.apply(event, lag);
+        release(&self.leases, self.policy.chain(), event);
         self.status.received(lag);
     }
 
     /// The link's status, shared with the policy.
     pub fn status(&self) -> &Arc<ClusterStatus> {
         &self.status
+    }
+
+    /// The next [probe lease](self#probe-leases) to contest, marked as contested; call again after
+    /// each event and when the returned wait is over.
+    pub fn next_probe_lease(&self) -> LeaseDue {
+        match self.leases.next_due(|model| self.policy.probe_in(model)) {
+            Ok(index) => match self.policy.chain().get(index) {
+                Some(model) => LeaseDue::Contest {
+                    model: model.clone(),
+                    lease: self.leases.lease(),
+                },
+                None => LeaseDue::Idle,
+            },
+            Err(Some(wait)) => LeaseDue::Wait(wait),
+            Err(None) => LeaseDue::Idle,
+        }
+    }
+
+    /// This replica took the probe lease on `model`: its requests probe the model when it reopens,
+    /// and the first fresh success is published as the probe's answer.
+    pub fn won_probe_lease(&self, model: &ModelId) {
+        if let Some(index) = self.policy.chain().index_of(model.as_str()) {
+            self.leases.win(index);
+        }
+    }
+
+    /// Another replica holds the probe lease on `model`: hold it closed here until that probe's
+    /// answer arrives, the cooldown ends or the lease runs out, whichever comes first.
+    pub fn lost_probe_lease(&self, model: &ModelId) {
+        if let Some(index) = self.policy.chain().index_of(model.as_str())
+            && let Some(cooldown) = self.policy.cooldown_remaining(index)
+        {
+            self.leases.hold(index, cooldown);
+        }
+    }
+}
+
+/// An event that ends a probe (its answer, or a reset) releases the models it names.
+fn release(leases: &ProbeLeases, chain: &ModelChain, event: &ClusterEvent) {
+    match event {
+        ClusterEvent::Throttled { model, .. } | ClusterEvent::Cleared { model } => {
+            if let Some(index) = chain.index_of(model.as_str()) {
+                leases.release(index);
+            }
+        }
+        ClusterEvent::Reset => leases.release_all(),
     }
 }
 
@@ -262,6 +345,7 @@ const OUTBOX: usize = 1024;
 impl<P: ClusterPolicy> Clustered<P> {
     /// Shares `inner`'s state through the returned link.
     pub fn new(inner: P) -> (Self, ClusterLink<P>) {
+        let leases = Arc::new(ProbeLeases::new(inner.chain().len()));
         let inner = Arc::new(inner);
         let status = Arc::new(ClusterStatus::default());
         let (outbox, receiver) = mpsc::channel(OUTBOX);
@@ -270,6 +354,7 @@ impl<P: ClusterPolicy> Clustered<P> {
             applier: ClusterApplier {
                 policy: inner.clone(),
                 status: status.clone(),
+                leases: leases.clone(),
             },
         };
         (
@@ -277,9 +362,18 @@ impl<P: ClusterPolicy> Clustered<P> {
                 inner,
                 outbox,
                 status,
+                leases,
             },
             link,
         )
+    }
+
+    /// Turns [probe leases](self#probe-leases) on: another replica's probe may hold a model closed
+    /// here for at most `lease` (and never past the model's cooldown); zero, the default, turns them
+    /// off. Long enough for a throttled probe's answer to arrive (5 s is plenty), short enough that
+    /// a lease holder with no traffic for the model does not keep it closed for long.
+    pub fn set_probe_lease(&self, lease: Duration) {
+        self.leases.set_lease(lease);
     }
 
     /// The wrapped policy.
@@ -294,6 +388,7 @@ impl<P: ClusterPolicy> Clustered<P> {
 
     /// Queues `event` without waiting: the request path never blocks on the store.
     fn publish(&self, event: ClusterEvent) {
+        release(&self.leases, self.inner.chain(), &event);
         if self.outbox.try_send(event).is_err() {
             self.status.dropped();
         }
@@ -310,6 +405,9 @@ impl<P: ClusterPolicy> CooldownPolicy for Clustered<P> {
     }
 
     fn hint(&self, model: usize, cost: Option<TokenCost>) -> Hint {
+        if let Some(remaining) = self.leases.held(model) {
+            return Hint::Cooling { remaining };
+        }
         self.inner.hint(model, cost)
     }
 
@@ -318,12 +416,15 @@ impl<P: ClusterPolicy> CooldownPolicy for Clustered<P> {
     }
 
     fn on_success(&self, attempt: &AttemptInfo) {
-        let cooling = self.inner.cooldown_remaining(attempt.model).is_some();
+        let model = attempt.model;
+        let cooling = self.inner.cooldown_remaining(model).is_some();
         self.inner.on_success(attempt);
-        if cooling
-            && self.inner.cooldown_remaining(attempt.model).is_none()
-            && let Some(model) = self.id(attempt.model)
-        {
+        let open = self.inner.cooldown_remaining(model).is_none();
+        // A success that ends a cooldown, or the answer of this replica's probe (an attempt that
+        // started after the latest throttle, on a model whose cooldown ran out): the others reopen.
+        let answer =
+            open && (cooling || (self.leases.won(model) && self.inner.is_new_throttle(attempt)));
+        if answer && let Some(model) = self.id(model) {
             self.publish(ClusterEvent::Cleared { model });
         }
     }
@@ -346,11 +447,13 @@ impl<P: ClusterPolicy> CooldownPolicy for Clustered<P> {
     }
 
     fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
-        self.inner.cooldown_remaining(model)
+        self.inner
+            .cooldown_remaining(model)
+            .max(self.leases.held(model))
     }
 
     fn reopens_in(&self, model: usize) -> Option<Duration> {
-        self.inner.reopens_in(model)
+        self.inner.reopens_in(model).max(self.leases.held(model))
     }
 
     fn reset_cooldowns(&self) {

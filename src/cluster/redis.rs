@@ -8,24 +8,30 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError};
 use tokio::task::JoinHandle;
 
-use super::{ClusterEvent, ClusterLink, ClusterPolicy};
+use super::{ClusterEvent, ClusterLink, ClusterPolicy, LeaseDue};
 use crate::request::ModelId;
 
 /// How long a connection attempt or one command may take before the store counts as unreachable.
 const STORE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long the driver sleeps when no probe lease is coming up (events wake it sooner).
+const IDLE: Duration = Duration::from_secs(60);
 
 /// Runs a [`ClusterLink`] over Redis until dropped.
 ///
 /// Each event is published on the channel `{namespace}:events`; a throttle also sets
 /// `{namespace}:cooldown:{model}` to expire with the cooldown, and a clearing success or a reset
 /// deletes such keys, so a replica that starts late or reconnects catches up from the keys that
-/// still exist. Replicas that share a namespace share their throttle state; give each chain its own.
+/// still exist. Probe leases are `{namespace}:probe:{model}`, taken with `SET NX PX` and deleted by
+/// the probe's answer (a throttle or a clearing success). Replicas that share a namespace share their
+/// throttle state; give each chain its own.
 ///
-/// Redis being down, slow or partitioned never fails or slows a request: events are dropped while it
-/// is unreachable (one warning per outage), the driver reconnects with a backoff up to 5 s, and it
-/// catches up from the keys when Redis is back. Every connection and command has a 1 s timeout.
+/// Redis being down, slow or partitioned never fails or slows a request: each replica runs on its
+/// local state (one warning per outage), the driver reconnects with a backoff up to 5 s, catches up
+/// from the keys when Redis is back, then publishes its own news from the outage (the latest event
+/// per model; a throttle with what is left of its cooldown). Every connection and command has a 1 s
+/// timeout.
 ///
 /// ```no_run
 /// use tower_model_fallback::cluster::{Clustered, redis::RedisCluster};
@@ -60,12 +66,17 @@ impl Drop for RedisCluster {
 struct Names {
     channel: String,
     cooldown_prefix: String,
+    probe_prefix: String,
     origin: u64,
 }
 
 impl Names {
     fn cooldown_key(&self, model: &ModelId) -> String {
         format!("{}{}", self.cooldown_prefix, model.as_str())
+    }
+
+    fn probe_key(&self, model: &ModelId) -> String {
+        format!("{}{}", self.probe_prefix, model.as_str())
     }
 }
 
@@ -81,6 +92,7 @@ impl RedisCluster {
         let names = Names {
             channel: format!("{namespace}:events"),
             cooldown_prefix: format!("{namespace}:cooldown:"),
+            probe_prefix: format!("{namespace}:probe:"),
             origin: origin_id(),
         };
         Ok(RedisCluster {
@@ -167,23 +179,33 @@ async fn publish(
         .arg(encode(event, names.origin))
         .ignore();
     match event {
-        ClusterEvent::Throttled { model, cooldown } if !cooldown.is_zero() => {
-            pipe.cmd("SET")
-                .arg(names.cooldown_key(model))
-                .arg(millis(*cooldown))
-                .arg("PX")
-                .arg(millis(*cooldown).max(1))
-                .ignore();
+        // A throttle or a clearing success is also the answer of any probe running on the model:
+        // its lease ends, so the next reopening is contested afresh.
+        ClusterEvent::Throttled { model, cooldown } => {
+            if !cooldown.is_zero() {
+                pipe.cmd("SET")
+                    .arg(names.cooldown_key(model))
+                    .arg(millis(*cooldown))
+                    .arg("PX")
+                    .arg(millis(*cooldown).max(1))
+                    .ignore();
+            }
+            pipe.cmd("DEL").arg(names.probe_key(model)).ignore();
         }
         ClusterEvent::Cleared { model } => {
-            pipe.cmd("DEL").arg(names.cooldown_key(model)).ignore();
+            pipe.cmd("DEL")
+                .arg(names.cooldown_key(model))
+                .arg(names.probe_key(model))
+                .ignore();
         }
         ClusterEvent::Reset => {
             for model in chain {
-                pipe.cmd("DEL").arg(names.cooldown_key(model)).ignore();
+                pipe.cmd("DEL")
+                    .arg(names.cooldown_key(model))
+                    .arg(names.probe_key(model))
+                    .ignore();
             }
         }
-        _ => {}
     }
     timed(pipe.query_async::<()>(connection)).await
 }
@@ -220,8 +242,183 @@ async fn catch_up<P: ClusterPolicy>(
     Ok(())
 }
 
-/// The driver: connect, catch up, then publish the outbox and apply the channel until either
-/// fails; while disconnected, drop what the outbox holds and retry with a backoff.
+/// Events of this replica that could not be published during an outage, kept (the latest per model,
+/// a bounded number) to publish when the store is back: a cooldown set during the outage then
+/// reaches the others, for what is left of it.
+#[derive(Debug, Default)]
+struct Pending {
+    events: Vec<ClusterEvent>,
+}
+
+/// Events kept through an outage at most; a reset replaces them all, so this bounds distinct models.
+const MAX_PENDING: usize = 256;
+
+impl Pending {
+    /// Keeps `event`; returns whether one had to be dropped to make room.
+    fn keep(&mut self, event: ClusterEvent) -> bool {
+        match &event {
+            ClusterEvent::Reset => self.events.clear(),
+            ClusterEvent::Throttled { model, .. } | ClusterEvent::Cleared { model } => {
+                self.events.retain(|kept| event_model(kept) != Some(model));
+            }
+        }
+        self.events.push(event);
+        if self.events.len() > MAX_PENDING {
+            self.events.remove(0);
+            return true;
+        }
+        false
+    }
+
+    /// Publishes what was kept, each throttle with what is left of its cooldown here.
+    async fn flush<P: ClusterPolicy>(
+        &mut self,
+        connection: &mut MultiplexedConnection,
+        names: &Names,
+        link: &ClusterLink<P>,
+        chain: &[ModelId],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        for event in std::mem::take(&mut self.events) {
+            let event = match event {
+                ClusterEvent::Throttled { model, .. } => {
+                    let policy = link.policy();
+                    let left = policy
+                        .chain()
+                        .index_of(model.as_str())
+                        .and_then(|i| policy.cooldown_remaining(i));
+                    let Some(cooldown) = left else { continue };
+                    ClusterEvent::Throttled { model, cooldown }
+                }
+                other => other,
+            };
+            publish(connection, names, chain, &event).await?;
+            link.status().sent();
+        }
+        Ok(())
+    }
+}
+
+fn event_model(event: &ClusterEvent) -> Option<&ModelId> {
+    match event {
+        ClusterEvent::Throttled { model, .. } | ClusterEvent::Cleared { model } => Some(model),
+        ClusterEvent::Reset => None,
+    }
+}
+
+/// Why a connection ended: the store failed (the reason), or the policy is gone.
+enum Ended {
+    Failed(String),
+    PolicyGone,
+}
+
+impl<E: fmt::Display> From<E> for Ended {
+    fn from(error: E) -> Self {
+        Ended::Failed(error.to_string())
+    }
+}
+
+/// Contests the probe lease on `model`: whether this replica took it.
+async fn contest(
+    connection: &mut MultiplexedConnection,
+    names: &Names,
+    model: &ModelId,
+    lease: Duration,
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let taken: Option<String> = timed(
+        redis::cmd("SET")
+            .arg(names.probe_key(model))
+            .arg(names.origin)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(lease).max(1))
+            .query_async(connection),
+    )
+    .await?;
+    Ok(taken.is_some())
+}
+
+/// One connection's life: catch up, then publish the outbox, apply the channel and contest probe
+/// leases until something fails.
+async fn serve<P: ClusterPolicy>(
+    link: &mut ClusterLink<P>,
+    client: &Client,
+    config: &AsyncConnectionConfig,
+    names: &Names,
+    chain: &[ModelId],
+    pending: &mut Pending,
+    outage_reported: &mut bool,
+) -> Ended {
+    let connected = async {
+        let connection = timed(client.get_multiplexed_async_connection_with_config(config)).await?;
+        let mut pubsub = timed(client.get_async_pubsub()).await?;
+        timed(pubsub.subscribe(&names.channel)).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((connection, pubsub))
+    };
+    let (mut connection, pubsub) = match connected.await {
+        Ok(parts) => parts,
+        Err(error) => return error.into(),
+    };
+    let mut messages = pubsub.into_on_message();
+    if let Err(error) = catch_up(&mut connection, names, link, chain).await {
+        return error.into();
+    }
+    if let Err(error) = pending.flush(&mut connection, names, link, chain).await {
+        return error.into();
+    }
+    link.status().set_connected(true);
+    if *outage_reported {
+        tracing::info!(channel = %names.channel, "shared throttle state reconnected");
+    }
+    *outage_reported = false;
+    loop {
+        // Every lease that is due, before waiting again.
+        let wait = loop {
+            match link.applier.next_probe_lease() {
+                LeaseDue::Contest { model, lease } => {
+                    match contest(&mut connection, names, &model, lease).await {
+                        Ok(true) => link.applier.won_probe_lease(&model),
+                        Ok(false) => link.applier.lost_probe_lease(&model),
+                        Err(error) => return error.into(),
+                    }
+                }
+                LeaseDue::Wait(wait) => break wait,
+                LeaseDue::Idle => break IDLE,
+            }
+        };
+        tokio::select! {
+            event = link.next_outgoing() => {
+                let Some(event) = event else { return Ended::PolicyGone };
+                match publish(&mut connection, names, chain, &event).await {
+                    Ok(()) => link.status().sent(),
+                    Err(error) => {
+                        if pending.keep(event) {
+                            link.status().dropped();
+                        }
+                        return error.into();
+                    }
+                }
+            }
+            message = messages.next() => {
+                let Some(message) = message else {
+                    return Ended::Failed("subscription closed".to_string());
+                };
+                let Ok(payload) = message.get_payload::<String>() else {
+                    continue;
+                };
+                if let Some((event, origin, sent_ms)) = decode(&payload)
+                    && origin != names.origin
+                {
+                    let lag = Duration::from_millis(now_ms().saturating_sub(sent_ms));
+                    link.apply(&event, lag);
+                }
+            }
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The driver: serve a connection until it fails; while disconnected, keep what the outbox holds
+/// for later and retry with a backoff.
 async fn run<P: ClusterPolicy>(mut link: ClusterLink<P>, client: Client, names: Names) {
     let chain: Vec<ModelId> = link.chain().iter().cloned().collect();
     let config = AsyncConnectionConfig::new()
@@ -229,60 +426,26 @@ async fn run<P: ClusterPolicy>(mut link: ClusterLink<P>, client: Client, names: 
         .set_response_timeout(STORE_TIMEOUT);
     let mut backoff = Duration::from_millis(100);
     let mut outage_reported = false;
+    let mut pending = Pending::default();
     loop {
-        let connected = async {
-            let connection =
-                timed(client.get_multiplexed_async_connection_with_config(&config)).await?;
-            let mut pubsub = timed(client.get_async_pubsub()).await?;
-            timed(pubsub.subscribe(&names.channel)).await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((connection, pubsub))
+        let failure = match serve(
+            &mut link,
+            &client,
+            &config,
+            &names,
+            &chain,
+            &mut pending,
+            &mut outage_reported,
+        )
+        .await
+        {
+            Ended::Failed(failure) => failure,
+            Ended::PolicyGone => return,
         };
-        let failure = match connected.await {
-            Ok((mut connection, pubsub)) => {
-                let mut messages = pubsub.into_on_message();
-                match catch_up(&mut connection, &names, &link, &chain).await {
-                    Err(error) => error.to_string(),
-                    Ok(()) => {
-                        link.status().set_connected(true);
-                        if outage_reported {
-                            tracing::info!(channel = %names.channel, "shared throttle state reconnected");
-                        }
-                        outage_reported = false;
-                        backoff = Duration::from_millis(100);
-                        loop {
-                            tokio::select! {
-                                event = link.next_outgoing() => {
-                                    let Some(event) = event else { return };
-                                    match publish(&mut connection, &names, &chain, &event).await {
-                                        Ok(()) => link.status().sent(),
-                                        Err(error) => {
-                                            link.status().dropped();
-                                            break error.to_string();
-                                        }
-                                    }
-                                }
-                                message = messages.next() => {
-                                    let Some(message) = message else {
-                                        break "subscription closed".to_string();
-                                    };
-                                    let Ok(payload) = message.get_payload::<String>() else {
-                                        continue;
-                                    };
-                                    if let Some((event, origin, sent_ms)) = decode(&payload)
-                                        && origin != names.origin
-                                    {
-                                        let lag = Duration::from_millis(now_ms().saturating_sub(sent_ms));
-                                        link.apply(&event, lag);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Err(error) => error.to_string(),
-        };
-        link.status().set_connected(false);
+        if link.status().set_connected(false) {
+            // The connection worked for a while: start the backoff over.
+            backoff = Duration::from_millis(100);
+        }
         if !outage_reported {
             // One warning per outage, not one per event or per retry.
             tracing::warn!(channel = %names.channel, error = %failure, "shared throttle state unreachable; running on local state");
@@ -294,7 +457,11 @@ async fn run<P: ClusterPolicy>(mut link: ClusterLink<P>, client: Client, names: 
             tokio::select! {
                 () = &mut wait => break,
                 event = link.next_outgoing() => match event {
-                    Some(_) => link.status().dropped(),
+                    Some(event) => {
+                        if pending.keep(event) {
+                            link.status().dropped();
+                        }
+                    }
                     None => return,
                 },
             }

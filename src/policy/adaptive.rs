@@ -309,6 +309,11 @@ impl ClusterPolicy for AdaptiveCooldown {
             ClusterEvent::Reset => self.reset_cooldowns(),
         }
     }
+
+    /// The end of the cooldown's skipped part: from then on new requests try the model again.
+    fn probe_in(&self, model: usize) -> Option<Duration> {
+        self.reopens_in(model)
+    }
 }
 
 /// Builds an [`AdaptiveCooldown`] with non-default numbers; see [`AdaptiveCooldown::builder`].
