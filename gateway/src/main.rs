@@ -74,7 +74,8 @@ struct Args {
     /// Token that `/metrics` and `/model_stats` require when set.
     #[arg(long, env = "GATEWAY_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
-    /// Redis shared by the gateway's replicas: throttle state is shared per chain (adaptive policy).
+    /// Redis shared by the gateway's replicas: throttle state is shared per chain (adaptive and
+    /// paced policies).
     #[arg(long, env = "GATEWAY_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// Prefix of the Redis keys and channels (replicas that share it share their state).
