@@ -200,6 +200,29 @@ async fn a_fresh_success_anywhere_reopens_the_model_everywhere_and_a_reset_reset
 }
 
 #[tokio::test]
+async fn a_success_that_started_before_another_replicas_throttle_clears_nothing() {
+    let redis = RedisServer::start().await;
+    let (one, two) = (
+        Replica::join(&redis.url(), "t12"),
+        Replica::join(&redis.url(), "t12"),
+    );
+    connected(&[&one, &two]).await;
+    // A slow request starts on A at `one`; meanwhile `two` is throttled on A.
+    let slow = one.policy.on_attempt(A, None);
+    two.throttle();
+    eventually(Duration::from_secs(2), "one cools A", || {
+        one.cooling().is_some()
+    })
+    .await;
+    // The slow request now succeeds: it says nothing about A after the throttle.
+    one.policy.on_success(&AttemptInfo::new(A, slow, None));
+    assert!(one.cooling().is_some(), "the stale success cleared A here");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(two.cooling().is_some(), "the stale success cleared A at two");
+    assert_eq!(one.status().sent, 0, "nothing was published");
+}
+
+#[tokio::test]
 async fn a_replica_that_starts_late_catches_up_from_the_keys() {
     let redis = RedisServer::start().await;
     let one = Replica::join(&redis.url(), "t5");
