@@ -17,7 +17,8 @@ use crate::classify::{ClassifyResponse, ErrorClass, OkIsSuccess};
 use crate::error::{
     CoolingDown, DeadlineExceeded, FailedAttempt, FallbackError, RetryBudgetExhausted, UnknownModel,
 };
-use crate::layer::{Shared, WhenAllCooling};
+use crate::handle::Handle;
+use crate::layer::WhenAllCooling;
 use crate::policy::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::request::{ModelId, ModelRequest, Route, TokenCost};
 use crate::served::Served;
@@ -68,7 +69,7 @@ where
 {
     /// Starts the first attempt right away on `service`, which the caller polled ready.
     #[inline]
-    pub(crate) fn new(mut service: S, request: ModelRequest<B>, shared: Arc<Shared<C>>) -> Self {
+    pub(crate) fn new(mut service: S, request: ModelRequest<B>, shared: Arc<Handle<C>>) -> Self {
         let span = tracing::debug_span!("model_fallback", request_id = %request.id());
         let guard = span.enter();
         let mut timer = request
@@ -263,7 +264,7 @@ fn pick(
 /// The bookkeeping of one request across its attempts. Kept apart from the pinned future so that it
 /// can be used before the future exists and so that its `Drop` can settle the stats.
 struct Plan<B, C> {
-    shared: Arc<Shared<C>>,
+    shared: Arc<Handle<C>>,
     request: ModelRequest<B>,
     /// Chain indexes already attempted.
     tried: u64,
@@ -278,14 +279,10 @@ struct Plan<B, C> {
 impl<B: Clone, C> Plan<B, C> {
     /// The id of the model at chain index `model` (always in range: indexes come from the chain).
     fn id(&self, model: usize) -> ModelId {
-        self.shared
-            .chain
-            .get(model)
-            .unwrap_or_else(|| self.shared.chain.primary())
-            .clone()
+        self.shared.id(model)
     }
 
-    fn new(shared: Arc<Shared<C>>, request: ModelRequest<B>) -> Self {
+    fn new(shared: Arc<Handle<C>>, request: ModelRequest<B>) -> Self {
         let max_attempts = request
             .max_attempts()
             .map_or(shared.max_attempts, |n| n.min(shared.max_attempts));

@@ -7,6 +7,7 @@ use tower_service::Service;
 
 use crate::classify::{ClassifyResponse, OkIsSuccess};
 use crate::future::ResponseFuture;
+use crate::handle::Handle;
 use crate::layer::Shared;
 use crate::policy::CooldownPolicy;
 use crate::request::ModelRequest;
@@ -25,16 +26,24 @@ use crate::stats::StatsSnapshot;
 /// service ready again before calling it. The model of that attempt is picked once and kept while
 /// readiness is pending, so the policy decides (and may hand out capacity) once per decision.
 ///
+/// Each service made by [`Layer::layer`](tower::Layer::layer) reaches the layer's shared state
+/// through a handle of its own (its clones share it), so tasks on different cores that each make
+/// their service from one layer write no cache line in common on the happy path; clones of one
+/// service used on many cores share the handle's reference count.
+///
 /// `C` looks at `Ok` responses first ([`OkIsSuccess`] unless the layer was built with a response
 /// classifier).
 pub struct Fallback<S, C = OkIsSuccess> {
     inner: S,
-    shared: Arc<Shared<C>>,
+    shared: Arc<Handle<C>>,
 }
 
 impl<S, C> Fallback<S, C> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C>>) -> Self {
-        Fallback { inner, shared }
+        Fallback {
+            inner,
+            shared: Handle::new(shared),
+        }
     }
 
     /// The inner service.

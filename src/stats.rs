@@ -25,6 +25,7 @@
 use crate::sync::AtomicU64;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 
+use crate::per_core::{shard_count, thread_ordinal};
 use crate::policy::CooldownPolicy;
 use crate::request::ModelId;
 
@@ -55,39 +56,6 @@ struct Shard {
 #[derive(Debug)]
 pub(crate) struct Stats {
     shards: Box<[Shard]>,
-}
-
-/// Shards per layer: the machine's parallelism, at most 64.
-#[cfg(not(loom_model))]
-fn shard_count() -> usize {
-    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *COUNT.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .clamp(1, 64)
-    })
-}
-
-/// Under the model checker one shard: the orderings are what is checked.
-#[cfg(loom_model)]
-fn shard_count() -> usize {
-    1
-}
-
-/// This thread's ordinal, taken once from a process-wide counter: threads spread over the shards.
-#[cfg(not(loom_model))]
-fn thread_ordinal() -> usize {
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static ORDINAL: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    ORDINAL.with(|ordinal| *ordinal)
-}
-
-#[cfg(loom_model)]
-fn thread_ordinal() -> usize {
-    0
 }
 
 impl Stats {

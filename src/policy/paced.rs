@@ -7,6 +7,7 @@ use super::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
 use crate::cluster::{ClusterEvent, ClusterPolicy};
 use crate::error::ConfigError;
+use crate::per_core::PerCoreCounter;
 use crate::request::TokenCost;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
@@ -93,7 +94,8 @@ struct Pace {
     /// Throttles counted so far; an attempt's ticket holds the value at its start. Written under
     /// `measure`.
     throttles: AtomicU64,
-    served: AtomicU64,
+    /// Successes so far, counted per core: one is counted on every success.
+    served: PerCoreCounter,
     /// Attempts started while the model was paced.
     admitted: AtomicU64,
     measure: Mutex<Measure>,
@@ -227,16 +229,16 @@ impl CooldownPolicy for PacedCooldown {
         let Some(pace) = self.models.get(attempt.model) else {
             return;
         };
-        let served = pace.served.fetch_add(1, Ordering::Relaxed) + 1;
-        if served % MARK_EVERY == 0 {
+        if pace.served.increment() % MARK_EVERY == 0 {
             // Never wait on a success: a mark is an estimate, and skipping one is harmless.
             let mut measure = match pace.measure.try_lock() {
                 Ok(measure) => measure,
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
                 Err(TryLockError::WouldBlock) => return,
             };
-            let slot = usize::from((served / MARK_EVERY) % 2 == 1);
-            measure.marks[slot] = (self.epoch.now(), served);
+            // The older mark makes room.
+            let slot = usize::from(measure.marks[1].0 < measure.marks[0].0);
+            measure.marks[slot] = (self.epoch.now(), pace.served.sum());
         }
     }
 
@@ -295,7 +297,7 @@ impl PacedCooldown {
             }
             return self.cooldown_remaining(attempt.model).unwrap_or_default();
         }
-        let served = pace.served.load(Ordering::Acquire);
+        let served = pace.served.sum();
         let admitted = pace.admitted.load(Ordering::Acquire);
         let (_, measured_at) = pace.rate.load();
         let window = now.saturating_sub(measured_at);
