@@ -10,6 +10,7 @@ use std::future::{Future, Ready, ready};
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -71,6 +72,59 @@ impl Policy<ModelRequest<Body>, usize, StatusError> for NextModel {
 
     fn clone_request(&mut self, req: &ModelRequest<Body>) -> Option<ModelRequest<Body>> {
         Some(req.clone())
+    }
+}
+
+/// Per-model state as a policy keeps it: a cooldown stamp and counters, one cache line per model.
+#[derive(Default)]
+#[repr(align(64))]
+struct ModelCounters {
+    cooling_until: AtomicU64,
+    successes: AtomicU64,
+    throttles: AtomicU64,
+}
+
+/// The shared-state work a policy does, around `Model`, so that `Retry` over it is a fair baseline:
+/// read the model's cooldown before the call, count the outcome after it with relaxed atomics.
+#[derive(Clone)]
+struct SharedWork {
+    inner: Model,
+    chain: Arc<[ModelId]>,
+    models: Arc<[ModelCounters]>,
+}
+
+impl SharedWork {
+    fn new(inner: Model, chain: &ModelChain) -> Self {
+        SharedWork {
+            inner,
+            chain: chain.iter().cloned().collect(),
+            models: (0..chain.len()).map(|_| ModelCounters::default()).collect(),
+        }
+    }
+}
+
+impl Service<ModelRequest<Body>> for SharedWork {
+    type Response = usize;
+    type Error = StatusError;
+    type Future = Ready<Result<usize, StatusError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StatusError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: ModelRequest<Body>) -> Self::Future {
+        let index = req
+            .model()
+            .and_then(|m| self.chain.iter().position(|c| c == m))
+            .unwrap_or(0);
+        let counters = &self.models[index];
+        black_box(counters.cooling_until.load(Ordering::Acquire));
+        let result = self.inner.call(req).into_inner();
+        match &result {
+            Ok(_) => counters.successes.fetch_add(1, Ordering::Relaxed),
+            Err(_) => counters.throttles.fetch_add(1, Ordering::Relaxed),
+        };
+        ready(result)
     }
 }
 
@@ -148,6 +202,19 @@ fn happy_path(c: &mut Criterion) {
         })
     });
 
+    let policy = NextModel {
+        chain: models.iter().cloned().collect(),
+    };
+    let mut fair = Retry::new(policy, SharedWork::new(Model { throttled: None }, &models));
+    group.bench_function("tower_retry_fair", |b| {
+        b.iter(|| {
+            call_once(
+                &mut fair,
+                ModelRequest::new(body.clone()).with_model(primary.clone()),
+            )
+        })
+    });
+
     let layer = FallbackLayer::new(AdaptiveCooldown::new(models.clone()));
     let mut fallback = layer.layer(Model { throttled: None });
     group.bench_function("fallback", |b| {
@@ -193,6 +260,22 @@ fn fallback_path(c: &mut Criterion) {
         b.iter(|| {
             call_once(
                 &mut retry,
+                ModelRequest::new(body.clone()).with_model(primary.clone()),
+            )
+        })
+    });
+
+    let policy = NextModel {
+        chain: models.iter().cloned().collect(),
+    };
+    let throttled = Model {
+        throttled: Some(primary.clone()),
+    };
+    let mut fair = Retry::new(policy, SharedWork::new(throttled, &models));
+    group.bench_function("tower_retry_fair", |b| {
+        b.iter(|| {
+            call_once(
+                &mut fair,
                 ModelRequest::new(body.clone()).with_model(primary.clone()),
             )
         })

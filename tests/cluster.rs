@@ -218,7 +218,10 @@ async fn a_success_that_started_before_another_replicas_throttle_clears_nothing(
     one.policy.on_success(&AttemptInfo::new(A, slow, None));
     assert!(one.cooling().is_some(), "the stale success cleared A here");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(two.cooling().is_some(), "the stale success cleared A at two");
+    assert!(
+        two.cooling().is_some(),
+        "the stale success cleared A at two"
+    );
     assert_eq!(one.status().sent, 0, "nothing was published");
 }
 

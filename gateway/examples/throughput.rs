@@ -79,13 +79,21 @@ fn spawn(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Process,
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("{}: {e} (build it first, see the example's docs)", program.display()))?;
+        .map_err(|e| {
+            format!(
+                "{}: {e} (build it first, see the example's docs)",
+                program.display()
+            )
+        })?;
     Ok(Process(child))
 }
 
 async fn wait_listening(port: u16) -> Result<(), BoxError> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         if Instant::now() > deadline {
             return Err(format!("nothing listens on port {port}").into());
         }
@@ -236,7 +244,11 @@ async fn main() -> Result<(), BoxError> {
             micros(proxied.percentile(0.99)),
             per(gateway_cpu, &proxied),
             per(fake_cpu, &proxied),
-            micros(proxied.percentile(0.99).saturating_sub(alone.percentile(0.99))),
+            micros(
+                proxied
+                    .percentile(0.99)
+                    .saturating_sub(alone.percentile(0.99))
+            ),
             alone.failed + proxied.failed,
         );
     }
