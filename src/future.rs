@@ -22,6 +22,7 @@ use crate::layer::WhenAllCooling;
 use crate::policy::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::request::{ModelId, ModelRequest, Route, TokenCost};
 use crate::served::Served;
+use crate::trail::Trail;
 
 pin_project! {
     /// Response future of [`Fallback`](crate::Fallback).
@@ -269,7 +270,7 @@ struct Plan<B, C> {
     /// Chain indexes already attempted.
     tried: u64,
     max_attempts: u32,
-    failed: Vec<FailedAttempt>,
+    failed: Trail,
     /// The admitted attempt (picked, perhaps still waiting for readiness, or running): chain index
     /// and ticket. The policy hears exactly one outcome for it.
     current: Option<(usize, Ticket)>,
@@ -295,7 +296,7 @@ impl<B: Clone, C> Plan<B, C> {
             request,
             tried: 0,
             max_attempts,
-            failed: Vec::new(),
+            failed: Trail::Empty,
             current: None,
             finished: false,
         }
@@ -419,7 +420,7 @@ impl<B: Clone, C> Plan<B, C> {
         });
         self.finished = true;
         let id = self.id(model);
-        tracing::debug!(model = %id, attempt = self.failed.len() + 1, "attempt served");
+        tracing::debug!(model = %id, attempt = self.failed.as_slice().len() + 1, "attempt served");
         Served::new(response, id, mem::take(&mut self.failed))
     }
 
@@ -470,23 +471,27 @@ impl<B: Clone, C> Plan<B, C> {
 
     fn deadline_passed(&mut self) -> BoxError {
         self.cancel_attempt();
-        let error = DeadlineExceeded::new(mem::take(&mut self.failed));
+        let error = DeadlineExceeded::new(mem::take(&mut self.failed).into_vec());
         self.finish(error.into(), "deadline")
     }
 
     fn cooling_down(&mut self, retry_after: Duration) -> BoxError {
-        let error = CoolingDown::new(retry_after, mem::take(&mut self.failed));
+        let error = CoolingDown::new(retry_after, mem::take(&mut self.failed).into_vec());
         self.finish(error.into(), "cooling_down")
     }
 
     fn budget_exhausted(&mut self) -> BoxError {
-        let error = RetryBudgetExhausted::new(mem::take(&mut self.failed));
+        let error = RetryBudgetExhausted::new(mem::take(&mut self.failed).into_vec());
         self.finish(error.into(), "retry_budget")
     }
 
     fn exhausted(&mut self) -> BoxError {
-        let fatal = self.failed.last().is_some_and(|a| !a.class().falls_back());
-        let error = FallbackError::new(mem::take(&mut self.failed));
+        let fatal = self
+            .failed
+            .as_slice()
+            .last()
+            .is_some_and(|a| !a.class().falls_back());
+        let error = FallbackError::new(mem::take(&mut self.failed).into_vec());
         self.finish(error.into(), if fatal { "fatal" } else { "exhausted" })
     }
 

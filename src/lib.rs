@@ -133,6 +133,7 @@ pub mod stats;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod trail;
 #[cfg(feature = "wire")]
 pub mod wire;
 

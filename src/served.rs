@@ -1,16 +1,17 @@
 use crate::error::FailedAttempt;
 use crate::request::ModelId;
+use crate::trail::Trail;
 
 /// A model's response, with the model that produced it and the attempts that failed before.
 #[derive(Debug)]
 pub struct Served<R> {
     response: R,
     model: ModelId,
-    failed: Vec<FailedAttempt>,
+    failed: Trail,
 }
 
 impl<R> Served<R> {
-    pub(crate) fn new(response: R, model: ModelId, failed: Vec<FailedAttempt>) -> Self {
+    pub(crate) fn new(response: R, model: ModelId, failed: Trail) -> Self {
         Served {
             response,
             model,
@@ -25,17 +26,17 @@ impl<R> Served<R> {
 
     /// The attempts that failed before the answer, in order; empty when the first model answered.
     pub fn failed_attempts(&self) -> &[FailedAttempt] {
-        &self.failed
+        self.failed.as_slice()
     }
 
     /// How many models were called, counting the one that answered.
     pub fn attempts(&self) -> usize {
-        self.failed.len() + 1
+        self.failed.as_slice().len() + 1
     }
 
     /// Whether a model other than the request's first choice answered.
     pub fn fell_back(&self) -> bool {
-        !self.failed.is_empty()
+        !self.failed.as_slice().is_empty()
     }
 
     /// The response.
@@ -55,6 +56,6 @@ impl<R> Served<R> {
 
     /// Takes every part.
     pub fn into_parts(self) -> (R, ModelId, Vec<FailedAttempt>) {
-        (self.response, self.model, self.failed)
+        (self.response, self.model, self.failed.into_vec())
     }
 }

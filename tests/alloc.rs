@@ -1,5 +1,6 @@
 //! The layer allocates nothing per call on the happy path (the primary answers), with the adaptive
-//! and the paced policy, for chains of up to eight models. A counting global allocator (the
+//! and the paced policy, for chains of up to eight models, and once (the failed attempt's boxed
+//! error) when the primary fails and the second model answers. A counting global allocator (the
 //! `allocation-counter` crate) checks it; the inner service allocates nothing itself.
 
 use std::future::{Future, Ready, ready};
@@ -85,4 +86,81 @@ fn the_happy_path_allocates_nothing_with_up_to_eight_models() {
             );
         }
     }
+}
+
+/// Throttles the primary (a 429 without a body: its error allocates nothing), answers on the others.
+#[derive(Clone)]
+struct ThrottledPrimary;
+
+impl Service<ModelRequest<Arc<str>>> for ThrottledPrimary {
+    type Response = usize;
+    type Error = StatusError;
+    type Future = Ready<Result<usize, StatusError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), StatusError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: ModelRequest<Arc<str>>) -> Self::Future {
+        match request.model() {
+            Some(model) if model.as_str() == "model-0" => ready(Err(StatusError::new(429))),
+            _ => ready(Ok(request.body().len())),
+        }
+    }
+}
+
+/// A policy that never cools, so every call takes the fallback path.
+#[derive(Debug)]
+struct NeverCool(ModelChain);
+
+impl CooldownPolicy for NeverCool {
+    fn chain(&self) -> &ModelChain {
+        &self.0
+    }
+    fn hint(&self, _: usize, _: Option<TokenCost>) -> tower_model_fallback::policy::Hint {
+        tower_model_fallback::policy::Hint::Available
+    }
+    fn on_attempt(&self, _: usize, _: Option<TokenCost>) -> tower_model_fallback::policy::Ticket {
+        tower_model_fallback::policy::Ticket::default()
+    }
+    fn on_success(&self, _: &tower_model_fallback::policy::AttemptInfo) {}
+    fn on_throttle(
+        &self,
+        _: &tower_model_fallback::policy::AttemptInfo,
+        _: Option<std::time::Duration>,
+    ) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+    fn cooldown_remaining(&self, _: usize) -> Option<std::time::Duration> {
+        None
+    }
+    fn reset_cooldowns(&self) {}
+}
+
+#[test]
+fn a_fallback_allocates_once_per_failed_attempt() {
+    let chain = ModelChain::new((0..4).map(|i| format!("model-{i}"))).unwrap();
+    let layer = FallbackLayer::new(NeverCool(chain));
+    let mut service = layer.layer(ThrottledPrimary);
+    let body: Arc<str> = Arc::from("hello");
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut call = |service: &mut tower_model_fallback::Fallback<ThrottledPrimary>| {
+        assert!(service.poll_ready(&mut cx).is_ready());
+        let future = pin!(service.call(ModelRequest::new(body.clone())));
+        match future.poll(&mut cx) {
+            Poll::Ready(Ok(served)) => {
+                assert_eq!(served.model(), "model-1");
+                assert_eq!(served.failed_attempts().len(), 1);
+            }
+            _ => panic!("the second model answers at once"),
+        }
+    };
+    call(&mut service);
+    let counted = allocation_counter::measure(|| {
+        for _ in 0..100 {
+            call(&mut service);
+        }
+    });
+    // The failed attempt's error is boxed (the one allocation); the trail of attempts is inline.
+    assert_eq!(counted.count_total, 100, "{counted:?}");
 }
