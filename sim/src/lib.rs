@@ -37,11 +37,13 @@ pub use tower_model_fallback::policy::PolicyKind;
 use tower_model_fallback::policy::{AdaptiveCooldown, PacedCooldown};
 use tower_model_fallback::{FallbackLayer, WhenAllCooling};
 
+mod histogram;
 mod model;
 mod report;
 mod scenario;
 
 use model::SimBedrock;
+use report::Tally;
 pub use report::{Outcome, Report, table};
 pub use scenario::{RequestSize, Scenario, Shape, SimModel};
 
@@ -56,7 +58,7 @@ fn when_all_cooling(kind: PolicyKind) -> WhenAllCooling {
 
 /// Runs `scenario` under `policy` with `seed`.
 pub fn run(scenario: &Scenario, policy: PolicyKind, seed: u64) -> Result<Report, tower::BoxError> {
-    run_with_outcomes(scenario, policy, seed).map(|(report, _)| report)
+    run_replicated(scenario, policy, seed, Replicas::ONE)
 }
 
 /// How many replicas of the service share the models' quotas, and whether they share their state.
@@ -103,7 +105,7 @@ pub fn run_replicated(
         .start_paused(true)
         .build()?;
     runtime
-        .block_on(simulate(scenario, policy, seed, replicas))
+        .block_on(simulate(scenario, policy, seed, replicas, false))
         .map(|(report, _)| report)
 }
 
@@ -244,7 +246,13 @@ pub fn run_with_outcomes(
         .enable_time()
         .start_paused(true)
         .build()?;
-    runtime.block_on(simulate(scenario, policy, seed, Replicas::ONE))
+    runtime.block_on(simulate(scenario, policy, seed, Replicas::ONE, true))
+}
+
+/// What a run keeps of its requests: their sums, and the requests themselves only when asked.
+struct Collector {
+    tally: Tally,
+    kept: Option<Vec<Outcome>>,
 }
 
 async fn simulate(
@@ -252,6 +260,7 @@ async fn simulate(
     policy: PolicyKind,
     seed: u64,
     replicas: Replicas,
+    keep_outcomes: bool,
 ) -> Result<(Report, Vec<Outcome>), tower::BoxError> {
     scenario.validate()?;
     let start = Instant::now();
@@ -262,7 +271,10 @@ async fn simulate(
         .iter()
         .map(|layer| tower::Layer::layer(layer, bedrock.clone()))
         .collect();
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let outcomes = Arc::new(Mutex::new(Collector {
+        tally: Tally::new(scenario),
+        kept: keep_outcomes.then(Vec::new),
+    }));
     let issued = Arc::new(AtomicUsize::new(0));
     let end = start + scenario.duration;
 
@@ -283,17 +295,12 @@ async fn simulate(
     for user in users {
         user.await?;
     }
-    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(PoisonError::into_inner));
+    let collector = outcomes.lock().unwrap_or_else(PoisonError::into_inner);
     let issued = issued.load(Ordering::Relaxed);
-    let report = Report::new(
-        scenario,
-        policy,
-        seed,
-        start,
-        &outcomes,
-        &bedrock.calls(),
-        issued,
-    );
+    let report = bedrock.upstream(|upstream| {
+        Report::new(scenario, policy, seed, &collector.tally, upstream, issued)
+    });
+    let outcomes = collector.kept.clone().unwrap_or_default();
     Ok((report, outcomes))
 }
 
@@ -303,7 +310,7 @@ async fn user_loop(
     mut rng: StdRng,
     origin: Instant,
     (from, until): (Instant, Instant),
-    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    outcomes: Arc<Mutex<Collector>>,
     issued: Arc<AtomicUsize>,
 ) {
     tokio::time::sleep_until(from).await;
@@ -360,10 +367,11 @@ async fn user_loop(
             served_by,
             attempts: trail,
         };
-        outcomes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(outcome);
+        let mut collector = outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+        collector.tally.record(&outcome);
+        if let Some(kept) = &mut collector.kept {
+            kept.push(outcome);
+        }
     }
 }
 

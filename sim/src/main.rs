@@ -107,11 +107,21 @@ fn main() -> Result<(), BoxError> {
         PolicyKind::ALL.to_vec()
     };
     let mut reports: Vec<Report> = Vec::new();
+    let started = std::time::Instant::now();
+    let mut simulated = Duration::ZERO;
     for scenario in &scenarios {
         for &policy in &policies {
             reports.push(sim::run_replicated(scenario, policy, args.seed, replicas)?);
+            simulated += scenario.duration;
         }
     }
+    // On stderr, so that the table stays the same from run to run.
+    let hours = simulated.as_secs_f64() / 3600.0;
+    eprintln!(
+        "{hours:.1} simulated hours in {:.1} s of wall time: {:.2} s per simulated hour",
+        started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64() / hours.max(f64::MIN_POSITIVE),
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {

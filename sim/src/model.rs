@@ -17,18 +17,56 @@ use tower_model_fallback::classify::StatusError;
 use tower_model_fallback::testing::QuotaState;
 use tower_model_fallback::{ModelRequest, TokenCost};
 
-/// One upstream call, as the simulated Bedrock saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Call {
-    pub(crate) at: Instant,
-    pub(crate) model: usize,
-    pub(crate) throttled: bool,
+/// The upstream calls as they happen, added up: their number, and the primary's recovery after each
+/// run of throttles (from the last throttle to the next admitted call), without keeping the calls.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    origin: Instant,
+    /// Calls received.
+    pub(crate) calls: usize,
+    last_throttle: Option<Instant>,
+    recovery_sum_s: f64,
+    recoveries: usize,
+}
+
+impl Upstream {
+    fn new(origin: Instant) -> Self {
+        Upstream {
+            origin,
+            calls: 0,
+            last_throttle: None,
+            recovery_sum_s: 0.0,
+            recoveries: 0,
+        }
+    }
+
+    fn record(&mut self, at: Instant, model: usize, throttled: bool) {
+        self.calls += 1;
+        if model != 0 {
+            return;
+        }
+        match (throttled, self.last_throttle) {
+            (true, _) => self.last_throttle = Some(at),
+            (false, Some(throttle)) => {
+                self.recovery_sum_s += at.duration_since(throttle.max(self.origin)).as_secs_f64();
+                self.recoveries += 1;
+                self.last_throttle = None;
+            }
+            (false, None) => {}
+        }
+    }
+
+    /// Mean time from the last throttle of each run of primary throttles to the next admitted
+    /// primary call; `None` without throttles.
+    pub(crate) fn recovery_s(&self) -> Option<f64> {
+        (self.recoveries > 0).then(|| self.recovery_sum_s / self.recoveries as f64)
+    }
 }
 
 struct State {
     quotas: Vec<QuotaState>,
     rng: StdRng,
-    calls: Vec<Call>,
+    upstream: Upstream,
 }
 
 /// The simulated Bedrock: one service for every model, keyed by the attempt's model id.
@@ -49,17 +87,20 @@ impl SimBedrock {
                     .map(|m| QuotaState::with_burst(m.quota, m.burst))
                     .collect(),
                 rng: StdRng::seed_from_u64(seed),
-                calls: Vec::new(),
+                upstream: Upstream::new(Instant::now()),
             })),
         }
     }
 
-    pub(crate) fn calls(&self) -> Vec<Call> {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .calls
-            .clone()
+    /// What the calls so far added up to.
+    pub(crate) fn upstream<T>(&self, read: impl FnOnce(&Upstream) -> T) -> T {
+        read(
+            &self
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .upstream,
+        )
     }
 }
 
@@ -100,11 +141,7 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
             } else {
                 model.throttle_latency
             };
-            state.calls.push(Call {
-                at: Instant::now(),
-                model: index,
-                throttled: !admitted,
-            });
+            state.upstream.record(Instant::now(), index, !admitted);
             (admitted, latency.min(Duration::from_secs(300)))
         };
         Box::pin(async move {

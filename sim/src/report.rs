@@ -3,9 +3,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use super::model::Call;
+use super::histogram::LatencyHistogram;
+use super::model::Upstream;
 use super::{PolicyKind, Scenario};
 
 /// One user request, as the user saw it.
@@ -24,7 +23,8 @@ pub struct Outcome {
 /// The figures of one run.
 ///
 /// - `primary_usage`: share of all requests the primary answered.
-/// - `mean_latency_s`, `p99_latency_s`: what users waited, failures included.
+/// - `mean_latency_s`, `p99_latency_s`: what users waited, failures included (the p99 to within
+///   0.1%: latencies are counted in buckets).
 /// - `recovery_s`: mean time from the last throttle of a run of primary throttles to the primary's
 ///   next admitted call: how long the primary stays unused after it recovered. `None` without throttles.
 /// - `success_rate`: share of requests some model answered.
@@ -74,78 +74,84 @@ fn ratio(part: usize, whole: usize) -> f64 {
     }
 }
 
+/// Outcomes added up as they happen: a run keeps this, not a list of every request.
+#[derive(Clone, Debug)]
+pub(crate) struct Tally {
+    requests: usize,
+    served: usize,
+    served_by_primary: usize,
+    latency_sum_s: f64,
+    latencies: LatencyHistogram,
+    attempts: usize,
+    throttled: usize,
+    /// Per minute of the scenario: answered by the primary, answered at all.
+    per_minute: Vec<(usize, usize)>,
+}
+
+impl Tally {
+    pub(crate) fn new(scenario: &Scenario) -> Self {
+        let minutes = scenario.duration.as_secs().div_ceil(60) as usize;
+        Tally {
+            requests: 0,
+            served: 0,
+            served_by_primary: 0,
+            latency_sum_s: 0.0,
+            latencies: LatencyHistogram::default(),
+            attempts: 0,
+            throttled: 0,
+            per_minute: vec![(0, 0); minutes.max(1)],
+        }
+    }
+
+    pub(crate) fn record(&mut self, outcome: &Outcome) {
+        self.requests += 1;
+        self.served += usize::from(outcome.served_by.is_some());
+        self.served_by_primary += usize::from(outcome.served_by == Some(0));
+        self.latency_sum_s += outcome.latency.as_secs_f64();
+        self.latencies.record(outcome.latency);
+        self.attempts += outcome.attempts.len();
+        self.throttled += outcome.attempts.iter().filter(|a| a.1).count();
+        let minute = ((outcome.start + outcome.latency).as_secs() / 60) as usize;
+        if let (Some(model), Some(slot)) = (outcome.served_by, self.per_minute.get_mut(minute)) {
+            slot.1 += 1;
+            slot.0 += usize::from(model == 0);
+        }
+    }
+}
+
 impl Report {
     pub(crate) fn new(
         scenario: &Scenario,
         policy: PolicyKind,
         seed: u64,
-        origin: Instant,
-        outcomes: &[Outcome],
-        calls: &[Call],
+        tally: &Tally,
+        upstream: &Upstream,
         issued: usize,
     ) -> Self {
-        let requests = outcomes.len();
-        let served = outcomes.iter().filter(|o| o.served_by.is_some()).count();
-        let served_by_primary = outcomes.iter().filter(|o| o.served_by == Some(0)).count();
-        let mut latencies: Vec<Duration> = outcomes.iter().map(|o| o.latency).collect();
-        latencies.sort_unstable();
-        let mean =
-            latencies.iter().map(Duration::as_secs_f64).sum::<f64>() / requests.max(1) as f64;
-        let p99 = latencies
-            .get((latencies.len() * 99).div_ceil(100).saturating_sub(1))
-            .map_or(0.0, Duration::as_secs_f64);
-        let attempts: usize = outcomes.iter().map(|o| o.attempts.len()).sum();
-        let throttled: usize = outcomes
-            .iter()
-            .map(|o| o.attempts.iter().filter(|a| a.1).count())
-            .sum();
-
-        let minutes = scenario.duration.as_secs().div_ceil(60) as usize;
-        let mut per_minute = vec![(0usize, 0usize); minutes.max(1)];
-        for outcome in outcomes {
-            let minute = ((outcome.start + outcome.latency).as_secs() / 60) as usize;
-            if let (Some(model), Some(slot)) = (outcome.served_by, per_minute.get_mut(minute)) {
-                slot.1 += 1;
-                slot.0 += usize::from(model == 0);
-            }
-        }
-
+        let requests = tally.requests;
         Report {
             scenario: scenario.name.clone(),
             policy,
             seed,
             issued,
             requests,
-            upstream_calls: calls.len(),
-            served,
-            served_by_primary,
-            primary_usage: ratio(served_by_primary, requests),
-            mean_latency_s: mean,
-            p99_latency_s: p99,
-            recovery_s: recovery(origin, calls),
-            success_rate: ratio(served, requests),
-            attempts_per_request: ratio(attempts, requests),
-            throttled_per_request: ratio(throttled, requests),
-            primary_share_by_minute: per_minute.iter().map(|(p, all)| ratio(*p, *all)).collect(),
+            upstream_calls: upstream.calls,
+            served: tally.served,
+            served_by_primary: tally.served_by_primary,
+            primary_usage: ratio(tally.served_by_primary, requests),
+            mean_latency_s: tally.latency_sum_s / requests.max(1) as f64,
+            p99_latency_s: tally.latencies.quantile(0.99).as_secs_f64(),
+            recovery_s: upstream.recovery_s(),
+            success_rate: ratio(tally.served, requests),
+            attempts_per_request: ratio(tally.attempts, requests),
+            throttled_per_request: ratio(tally.throttled, requests),
+            primary_share_by_minute: tally
+                .per_minute
+                .iter()
+                .map(|(p, all)| ratio(*p, *all))
+                .collect(),
         }
     }
-}
-
-/// Mean time from the last throttle of each run of primary throttles to the next admitted primary call.
-fn recovery(origin: Instant, calls: &[Call]) -> Option<f64> {
-    let mut last_throttle: Option<Instant> = None;
-    let mut gaps = Vec::new();
-    for call in calls.iter().filter(|c| c.model == 0) {
-        match (call.throttled, last_throttle) {
-            (true, _) => last_throttle = Some(call.at),
-            (false, Some(at)) => {
-                gaps.push(call.at.duration_since(at.max(origin)).as_secs_f64());
-                last_throttle = None;
-            }
-            (false, None) => {}
-        }
-    }
-    (!gaps.is_empty()).then(|| gaps.iter().sum::<f64>() / gaps.len() as f64)
 }
 
 /// The comparison table for reports of one scenario.
