@@ -29,6 +29,7 @@ use tower_model_fallback::Fallback;
 use tower_model_fallback::ModelChain;
 use tower_model_fallback::ModelId;
 use tower_model_fallback::ModelRequest;
+use tower_model_fallback::TokenCost;
 use tower_model_fallback::cluster::{
     ClusterApplier, ClusterEvent, ClusterPolicy, Clustered, LeaseDue,
 };
@@ -292,6 +293,17 @@ async fn simulate(
         );
         users.push(tokio::spawn(task));
     }
+    if scenario.arrivals_per_s > 0.0 {
+        let arrivals_seed = seed ^ 0xA5A5_5A5A_DEAD_BEEF;
+        users.push(tokio::spawn(open_loop(
+            scenario.clone(),
+            services.clone(),
+            StdRng::seed_from_u64(arrivals_seed),
+            start,
+            outcomes.clone(),
+            issued.clone(),
+        )));
+    }
     for user in users {
         user.await?;
     }
@@ -322,56 +334,100 @@ async fn user_loop(
             return;
         }
         let size = scenario.pick_size(rng.random::<f64>());
-        let started = Instant::now();
-        issued.fetch_add(1, Ordering::Relaxed);
-        let result = service
-            .clone()
-            .oneshot(ModelRequest::new(size).with_cost(size))
+        send_one(&scenario, &service, size, origin, &outcomes, &issued).await;
+    }
+}
+
+/// Requests that arrive on their own, at `scenario`'s arrival rate (a Poisson process), spread over
+/// the replicas; each is sent at once, whatever the others are doing.
+async fn open_loop(
+    scenario: Scenario,
+    services: Vec<Fallback<SimBedrock>>,
+    mut rng: StdRng,
+    origin: Instant,
+    outcomes: Arc<Mutex<Collector>>,
+    issued: Arc<AtomicUsize>,
+) {
+    let end = origin + scenario.duration;
+    let mut running = tokio::task::JoinSet::new();
+    for arrival in 0usize.. {
+        let rate = scenario.arrival_rate(Instant::now().duration_since(origin));
+        let u: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+        tokio::time::sleep(Duration::from_secs_f64(-u.ln() / rate.max(1e-9)).min(end - origin))
             .await;
-        let failed = match &result {
-            Ok(served) => served.failed_attempts(),
-            Err(error) => error
-                .downcast_ref::<FallbackError>()
-                .map(FallbackError::attempts)
-                .or_else(|| {
-                    error
-                        .downcast_ref::<DeadlineExceeded>()
-                        .map(DeadlineExceeded::attempts)
-                })
-                .or_else(|| {
-                    error
-                        .downcast_ref::<CoolingDown>()
-                        .map(CoolingDown::attempts)
-                })
-                .unwrap_or_default(),
-        };
-        let mut trail: Vec<(usize, bool)> = failed
-            .iter()
-            .map(|a| {
-                (
-                    index_of(&scenario, a.model().as_str()),
-                    a.class().is_throttled(),
-                )
+        if Instant::now() >= end {
+            break;
+        }
+        let size = scenario.pick_size(rng.random::<f64>());
+        let (scenario, outcomes, issued) = (scenario.clone(), outcomes.clone(), issued.clone());
+        let service = services[arrival % services.len()].clone();
+        running.spawn(async move {
+            send_one(&scenario, &service, size, origin, &outcomes, &issued).await;
+        });
+        // Finished requests leave the set, so a long run keeps only those in flight.
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// Sends one request of `size` through `service` and records its outcome.
+async fn send_one(
+    scenario: &Scenario,
+    service: &Fallback<SimBedrock>,
+    size: TokenCost,
+    origin: Instant,
+    outcomes: &Mutex<Collector>,
+    issued: &AtomicUsize,
+) {
+    let started = Instant::now();
+    issued.fetch_add(1, Ordering::Relaxed);
+    let result = service
+        .clone()
+        .oneshot(ModelRequest::new(size).with_cost(size))
+        .await;
+    let failed = match &result {
+        Ok(served) => served.failed_attempts(),
+        Err(error) => error
+            .downcast_ref::<FallbackError>()
+            .map(FallbackError::attempts)
+            .or_else(|| {
+                error
+                    .downcast_ref::<DeadlineExceeded>()
+                    .map(DeadlineExceeded::attempts)
             })
-            .collect();
-        let served_by = result
-            .as_ref()
-            .ok()
-            .map(|s| index_of(&scenario, s.model().as_str()));
-        if let Some(model) = served_by {
-            trail.push((model, false));
-        }
-        let outcome = Outcome {
-            start: started.duration_since(origin),
-            latency: started.elapsed(),
-            served_by,
-            attempts: trail,
-        };
-        let mut collector = outcomes.lock().unwrap_or_else(PoisonError::into_inner);
-        collector.tally.record(&outcome);
-        if let Some(kept) = &mut collector.kept {
-            kept.push(outcome);
-        }
+            .or_else(|| {
+                error
+                    .downcast_ref::<CoolingDown>()
+                    .map(CoolingDown::attempts)
+            })
+            .unwrap_or_default(),
+    };
+    let mut trail: Vec<(usize, bool)> = failed
+        .iter()
+        .map(|a| {
+            (
+                index_of(scenario, a.model().as_str()),
+                a.class().is_throttled(),
+            )
+        })
+        .collect();
+    let served_by = result
+        .as_ref()
+        .ok()
+        .map(|s| index_of(scenario, s.model().as_str()));
+    if let Some(model) = served_by {
+        trail.push((model, false));
+    }
+    let outcome = Outcome {
+        start: started.duration_since(origin),
+        latency: started.elapsed(),
+        served_by,
+        attempts: trail,
+    };
+    let mut collector = outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+    collector.tally.record(&outcome);
+    if let Some(kept) = &mut collector.kept {
+        kept.push(outcome);
     }
 }
 

@@ -37,9 +37,34 @@ struct Args {
     /// Primary quota in requests per minute (overrides the scenario).
     #[arg(long)]
     primary_rpm: Option<u32>,
+    /// Primary quota in tokens per minute (overrides the scenario).
+    #[arg(long)]
+    primary_tpm: Option<u32>,
+    /// Every fallback model's quota in requests per minute (overrides the scenario).
+    #[arg(long)]
+    fallback_rpm: Option<u32>,
+    /// Every fallback model's quota in tokens per minute (overrides the scenario).
+    #[arg(long)]
+    fallback_tpm: Option<u32>,
     /// Seconds of quota every model's buckets hold (overrides the scenario).
     #[arg(long)]
     burst_s: Option<f64>,
+    /// Requests per second arriving on their own (Poisson), next to the scenario's users.
+    #[arg(long)]
+    arrivals_per_s: Option<f64>,
+    /// The arrival rate follows a day's curve over the run (a quarter of it at the ends).
+    #[arg(long)]
+    diurnal: bool,
+    /// Chance that any model throttles a call although its quota has room (provider capacity),
+    /// rising with the model's calls in flight when --concurrency-knee is set.
+    #[arg(long)]
+    capacity_throttles: Option<f64>,
+    /// Chance that any model fails a call with a 503.
+    #[arg(long)]
+    server_errors: Option<f64>,
+    /// Calls in flight at which every model's latency has doubled (it grows linearly with load).
+    #[arg(long)]
+    concurrency_knee: Option<u32>,
     /// Replicas of the service sharing the quotas (users spread over them round-robin).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
@@ -84,10 +109,32 @@ fn main() -> Result<(), BoxError> {
                 model.burst = Duration::try_from_secs_f64(burst)?;
             }
         }
-        if let Some(rpm) = args.primary_rpm {
-            let tpm = s.models[0].quota.tokens_per_minute;
-            s.models[0].quota = Quota::new(rpm, tpm);
+        let quota = |q: &Quota, rpm: Option<u32>, tpm: Option<u32>| {
+            Quota::new(
+                rpm.unwrap_or(q.requests_per_minute),
+                tpm.unwrap_or(q.tokens_per_minute),
+            )
+        };
+        for (index, model) in s.models.iter_mut().enumerate() {
+            model.quota = if index == 0 {
+                quota(&model.quota, args.primary_rpm, args.primary_tpm)
+            } else {
+                quota(&model.quota, args.fallback_rpm, args.fallback_tpm)
+            };
+            if let Some(rate) = args.capacity_throttles {
+                model.capacity_throttle_rate = rate;
+            }
+            if let Some(rate) = args.server_errors {
+                model.server_error_rate = rate;
+            }
+            if args.concurrency_knee.is_some() {
+                model.concurrency_knee = args.concurrency_knee;
+            }
         }
+        if let Some(rate) = args.arrivals_per_s {
+            s.arrivals_per_s = rate;
+        }
+        s.diurnal |= args.diurnal;
     }
     let probe_lease = args.probe_lease_ms.map(Duration::from_millis);
     if args.replicas_table {

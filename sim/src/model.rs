@@ -67,6 +67,8 @@ struct State {
     quotas: Vec<QuotaState>,
     rng: StdRng,
     upstream: Upstream,
+    /// Calls in flight per model.
+    in_flight: Vec<u32>,
 }
 
 /// The simulated Bedrock: one service for every model, keyed by the attempt's model id.
@@ -88,6 +90,7 @@ impl SimBedrock {
                     .collect(),
                 rng: StdRng::seed_from_u64(seed),
                 upstream: Upstream::new(Instant::now()),
+                in_flight: vec![0; models.len()],
             })),
         }
     }
@@ -131,28 +134,92 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
         };
         let model = &self.models[index];
         let size = *request.body();
-        let (admitted, latency) = {
+        let (answer, latency) = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let state = &mut *state;
+            // How loaded the model is: 1 when idle, 2 at the knee. Random draws happen only for
+            // the effects a scenario turns on, so scenarios without them replay as before.
+            let load = model
+                .concurrency_knee
+                .map(|knee| 1.0 + f64::from(state.in_flight[index]) / f64::from(knee));
+            let capacity_throttle = model.capacity_throttle_rate > 0.0
+                && state.rng.random::<f64>() < model.capacity_throttle_rate * load.unwrap_or(1.0);
+            let unavailable = !capacity_throttle
+                && model.server_error_rate > 0.0
+                && state.rng.random::<f64>() < model.server_error_rate;
             let tokens = size.input.saturating_add(size.output);
-            let admitted = state.quotas[index].try_take(tokens);
-            let latency = if admitted {
-                let jitter = (model.latency_jitter * normal(&mut state.rng)).exp();
-                (model.latency_base + model.latency_per_output_token * size.output).mul_f64(jitter)
+            let answer = if capacity_throttle {
+                Answer::Throttled
+            } else if unavailable {
+                Answer::Unavailable
+            } else if state.quotas[index].try_take(tokens) {
+                Answer::Served
             } else {
-                model.throttle_latency
+                Answer::Throttled
             };
-            state.upstream.record(Instant::now(), index, !admitted);
-            (admitted, latency.min(Duration::from_secs(300)))
+            let latency = match answer {
+                Answer::Served => {
+                    let jitter = (model.latency_jitter * normal(&mut state.rng)).exp();
+                    let latency = (model.latency_base
+                        + model.latency_per_output_token * size.output)
+                        .mul_f64(jitter);
+                    load.map_or(latency, |load| latency.mul_f64(load))
+                }
+                Answer::Unavailable => model.latency_base,
+                Answer::Throttled => model.throttle_latency,
+            };
+            state
+                .upstream
+                .record(Instant::now(), index, answer == Answer::Throttled);
+            (answer, latency.min(Duration::from_secs(300)))
         };
+        let in_flight = InFlight::start(&self.state, index);
         Box::pin(async move {
             tokio::time::sleep(latency).await;
-            if admitted {
-                Ok(())
-            } else {
-                Err(StatusError::new(429)
+            drop(in_flight);
+            match answer {
+                Answer::Served => Ok(()),
+                Answer::Throttled => Err(StatusError::new(429)
                     .with_code("ThrottlingException")
-                    .with_message("Too many requests, please wait before trying again."))
+                    .with_message("Too many requests, please wait before trying again.")),
+                Answer::Unavailable => {
+                    Err(StatusError::new(503).with_code("ServiceUnavailableException"))
+                }
             }
         })
+    }
+}
+
+/// What the simulated model answers a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    Served,
+    Throttled,
+    Unavailable,
+}
+
+/// A call in flight on a model, counted until its answer (or until the caller gives up on it).
+struct InFlight {
+    state: Arc<Mutex<State>>,
+    model: usize,
+}
+
+impl InFlight {
+    fn start(state: &Arc<Mutex<State>>, model: usize) -> Self {
+        state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .in_flight[model] += 1;
+        InFlight {
+            state: state.clone(),
+            model,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.in_flight[self.model] = state.in_flight[self.model].saturating_sub(1);
     }
 }

@@ -24,6 +24,16 @@ pub struct SimModel {
     pub latency_jitter: f64,
     /// Time to answer a throttle.
     pub throttle_latency: Duration,
+    /// Chance that a call is throttled although its quota has room (on-demand capacity is short at
+    /// the provider), before any load; it rises with the model's calls in flight (see
+    /// `concurrency_knee`). Such a throttle does not charge the quota.
+    pub capacity_throttle_rate: f64,
+    /// Chance that a call fails with a 503 `ServiceUnavailableException` after the base latency,
+    /// without charging the quota.
+    pub server_error_rate: f64,
+    /// Calls in flight at which the model's latency has doubled (it grows linearly with them), and
+    /// its capacity throttles too; `None`: latency does not depend on load.
+    pub concurrency_knee: Option<u32>,
 }
 
 /// How many users are active when.
@@ -68,6 +78,12 @@ pub struct Scenario {
     pub think_time: Duration,
     /// Traffic shape.
     pub shape: Shape,
+    /// Requests per second arriving on their own (a Poisson process), next to the users' closed
+    /// loop: a policy that fails fast does not get to send more of them. 0 for none.
+    pub arrivals_per_s: f64,
+    /// Whether the open-loop arrival rate follows a day's curve: from a quarter of the rate at the
+    /// run's start up to the full rate at its middle and back, as one day compressed into the run.
+    pub diurnal: bool,
     /// Request size mix.
     pub sizes: Vec<RequestSize>,
     /// Models in chain order: the first is the primary.
@@ -92,6 +108,8 @@ impl Scenario {
             users: 55,
             think_time: Duration::from_secs(20),
             shape: Shape::Steady,
+            arrivals_per_s: 0.0,
+            diurnal: false,
             sizes: vec![
                 RequestSize {
                     weight: 70,
@@ -118,6 +136,9 @@ impl Scenario {
                     latency_per_output_token: ms(4),
                     latency_jitter: 0.3,
                     throttle_latency: ms(50),
+                    capacity_throttle_rate: 0.0,
+                    server_error_rate: 0.0,
+                    concurrency_knee: None,
                 },
                 SimModel {
                     id: "fallback".into(),
@@ -127,6 +148,9 @@ impl Scenario {
                     latency_per_output_token: ms(9),
                     latency_jitter: 0.3,
                     throttle_latency: ms(50),
+                    capacity_throttle_rate: 0.0,
+                    server_error_rate: 0.0,
+                    concurrency_knee: None,
                 },
             ],
         }
@@ -159,6 +183,9 @@ impl Scenario {
             latency_per_output_token: ms(10),
             latency_jitter: 0.3,
             throttle_latency: ms(50),
+            capacity_throttle_rate: 0.0,
+            server_error_rate: 0.0,
+            concurrency_knee: None,
         });
         scenario
     }
@@ -211,6 +238,22 @@ impl Scenario {
         if self.think_time.is_zero() {
             return Err("think time must be longer than zero".into());
         }
+        if !(self.arrivals_per_s >= 0.0 && self.arrivals_per_s.is_finite()) {
+            return Err("the arrival rate must be a finite number, 0 or more".into());
+        }
+        for model in &self.models {
+            for rate in [model.capacity_throttle_rate, model.server_error_rate] {
+                if !(0.0..=1.0).contains(&rate) {
+                    return Err(format!("{}: rates are chances from 0 to 1", model.id));
+                }
+            }
+            if model.concurrency_knee == Some(0) {
+                return Err(format!(
+                    "{}: the concurrency knee must be above 0",
+                    model.id
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -237,6 +280,17 @@ impl Scenario {
                 windows
             }
         }
+    }
+
+    /// The open-loop arrival rate `at` into the run, in requests per second.
+    pub(crate) fn arrival_rate(&self, at: Duration) -> f64 {
+        if !self.diurnal {
+            return self.arrivals_per_s;
+        }
+        let phase = at.as_secs_f64() / self.duration.as_secs_f64().max(f64::MIN_POSITIVE);
+        // A quarter at the start and the end, all of it at the middle.
+        let curve = 0.625 - 0.375 * (std::f64::consts::TAU * phase).cos();
+        self.arrivals_per_s * curve
     }
 
     /// The request size for a uniform draw `u` in `[0, 1)`.

@@ -200,3 +200,67 @@ fn probe_leases_let_one_replica_probe_and_stay_deterministic() {
     assert_ne!(leased, run(None));
     assert_eq!(leased.success_rate, 1.0);
 }
+
+/// The default models with quotas no load here reaches: only what a test turns on throttles.
+fn ample(minutes: u64, users: usize) -> Scenario {
+    let mut scenario = short(Scenario::default_scenario(), minutes, users);
+    for model in &mut scenario.models {
+        model.quota = tower_model_fallback::testing::Quota::new(1_000_000, 1_000_000_000);
+    }
+    scenario
+}
+
+#[test]
+fn open_loop_arrivals_do_not_depend_on_what_the_policy_does() {
+    let mut scenario = short(Scenario::default_scenario(), 10, 0);
+    scenario.arrivals_per_s = 2.0;
+    let fixed = sim::run(&scenario, PolicyKind::Fixed, 3).unwrap();
+    let paced = sim::run(&scenario, PolicyKind::Paced, 3).unwrap();
+    // A policy that fails fast gets no more requests to send than one that waits.
+    assert_eq!(fixed.issued, paced.issued);
+    assert!((1_100..1_300).contains(&paced.issued), "{}", paced.issued);
+    assert_eq!(paced.requests, paced.issued, "every arrival resolves");
+    // Over a day's curve a run gets 0.625 of the full rate on average.
+    scenario.diurnal = true;
+    let diurnal = sim::run(&scenario, PolicyKind::Paced, 3).unwrap();
+    assert!((650..850).contains(&diurnal.issued), "{}", diurnal.issued);
+    assert_eq!(diurnal, sim::run(&scenario, PolicyKind::Paced, 3).unwrap());
+}
+
+#[test]
+fn capacity_throttles_and_server_errors_happen_with_quota_to_spare() {
+    let calm = sim::run(&ample(5, 30), PolicyKind::Adaptive, 4).unwrap();
+    assert_eq!(calm.throttled_per_request, 0.0);
+
+    let mut scenario = ample(5, 30);
+    for model in &mut scenario.models {
+        model.capacity_throttle_rate = 0.05;
+    }
+    let capacity = sim::run(&scenario, PolicyKind::Adaptive, 4).unwrap();
+    assert!(capacity.throttled_per_request > 0.02, "{capacity:?}");
+    assert!(capacity.success_rate > 0.99, "{capacity:?}");
+
+    let mut scenario = ample(5, 30);
+    scenario.models[0].server_error_rate = 0.1;
+    let errors = sim::run(&scenario, PolicyKind::Adaptive, 4).unwrap();
+    // A 503 is not a throttle: the request moves on to the fallback and is answered there.
+    assert_eq!(errors.throttled_per_request, 0.0);
+    assert!(errors.attempts_per_request > 1.05, "{errors:?}");
+    assert_eq!(errors.success_rate, 1.0);
+}
+
+#[test]
+fn latency_grows_with_the_calls_in_flight_past_the_knee() {
+    let idle = sim::run(&ample(5, 60), PolicyKind::Adaptive, 5).unwrap();
+    let mut scenario = ample(5, 60);
+    for model in &mut scenario.models {
+        model.concurrency_knee = Some(2);
+    }
+    let loaded = sim::run(&scenario, PolicyKind::Adaptive, 5).unwrap();
+    assert!(
+        loaded.mean_latency_s > idle.mean_latency_s * 1.3,
+        "{} vs {}",
+        loaded.mean_latency_s,
+        idle.mean_latency_s
+    );
+}
