@@ -267,7 +267,7 @@ async fn simulate(
     let start = Instant::now();
     let chain = ModelChain::new(scenario.models.iter().map(|m| m.id.as_str()))?;
     // Every replica calls the same simulated Bedrock: one account, one quota.
-    let bedrock = SimBedrock::new(&scenario.models, seed);
+    let bedrock = SimBedrock::new(&scenario.models, seed, scenario.max_tokens);
     let services: Vec<Fallback<SimBedrock>> = replica_layers(&chain, policy, replicas)?
         .iter()
         .map(|layer| tower::Layer::layer(layer, bedrock.clone()))

@@ -49,6 +49,16 @@ struct Args {
     /// Seconds of quota every model's buckets hold (overrides the scenario).
     #[arg(long)]
     burst_s: Option<f64>,
+    /// The output budget every request declares: charged (times the burndown) at its start, settled
+    /// to the real output at its end, as Bedrock does.
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// Tokens of quota every output token burns on the primary (5 for some Claude models).
+    #[arg(long)]
+    output_burndown: Option<u32>,
+    /// A daily token quota on the primary.
+    #[arg(long)]
+    primary_tokens_per_day: Option<u64>,
     /// Requests per second arriving on their own (Poisson), next to the scenario's users.
     #[arg(long)]
     arrivals_per_s: Option<f64>,
@@ -133,6 +143,15 @@ fn main() -> Result<(), BoxError> {
         }
         if let Some(rate) = args.arrivals_per_s {
             s.arrivals_per_s = rate;
+        }
+        if args.max_tokens.is_some() {
+            s.max_tokens = args.max_tokens;
+        }
+        if let Some(burndown) = args.output_burndown {
+            s.models[0].output_burndown = burndown;
+        }
+        if args.primary_tokens_per_day.is_some() {
+            s.models[0].tokens_per_day = args.primary_tokens_per_day;
         }
         s.diurnal |= args.diurnal;
     }

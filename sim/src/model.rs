@@ -65,6 +65,9 @@ impl Upstream {
 
 struct State {
     quotas: Vec<QuotaState>,
+    /// Tokens charged today per model, and when the day started, for daily quotas.
+    today: Vec<u64>,
+    day_started: Instant,
     rng: StdRng,
     upstream: Upstream,
     /// Calls in flight per model.
@@ -75,14 +78,16 @@ struct State {
 #[derive(Clone)]
 pub(crate) struct SimBedrock {
     models: Arc<[SimModel]>,
+    max_tokens: Option<u32>,
     state: Arc<Mutex<State>>,
 }
 
 impl SimBedrock {
     /// Must be created on the simulation's clock: quota buckets start full now.
-    pub(crate) fn new(models: &[SimModel], seed: u64) -> Self {
+    pub(crate) fn new(models: &[SimModel], seed: u64, max_tokens: Option<u32>) -> Self {
         SimBedrock {
             models: models.into(),
+            max_tokens,
             state: Arc::new(Mutex::new(State {
                 quotas: models
                     .iter()
@@ -91,6 +96,8 @@ impl SimBedrock {
                 rng: StdRng::seed_from_u64(seed),
                 upstream: Upstream::new(Instant::now()),
                 in_flight: vec![0; models.len()],
+                today: vec![0; models.len()],
+                day_started: Instant::now(),
             })),
         }
     }
@@ -147,18 +154,37 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
             let unavailable = !capacity_throttle
                 && model.server_error_rate > 0.0
                 && state.rng.random::<f64>() < model.server_error_rate;
-            let tokens = size.input.saturating_add(size.output);
-            let answer = if capacity_throttle {
+            // Charged up front: the input and the output budget; settled to the real output when
+            // the answer ends.
+            let budget = self.max_tokens.unwrap_or(size.output);
+            let charged = size
+                .input
+                .saturating_add(budget.saturating_mul(model.output_burndown));
+            let used = size
+                .input
+                .saturating_add(size.output.saturating_mul(model.output_burndown));
+            let day = Duration::from_secs(24 * 3600);
+            if Instant::now().duration_since(state.day_started) >= day {
+                state.day_started += day;
+                state.today.iter_mut().for_each(|t| *t = 0);
+            }
+            let over_daily = model
+                .tokens_per_day
+                .is_some_and(|limit| state.today[index] + u64::from(charged) > limit);
+            let answer = if !state.quotas[index].fits(charged) {
+                Answer::TooLarge
+            } else if capacity_throttle || over_daily {
                 Answer::Throttled
             } else if unavailable {
                 Answer::Unavailable
-            } else if state.quotas[index].try_take(tokens) {
-                Answer::Served
+            } else if state.quotas[index].try_take(charged) {
+                state.today[index] += u64::from(charged);
+                Answer::Served { charged, used }
             } else {
                 Answer::Throttled
             };
             let latency = match answer {
-                Answer::Served => {
+                Answer::Served { .. } => {
                     let jitter = (model.latency_jitter * normal(&mut state.rng)).exp();
                     let latency = (model.latency_base
                         + model.latency_per_output_token * size.output)
@@ -166,7 +192,7 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
                     load.map_or(latency, |load| latency.mul_f64(load))
                 }
                 Answer::Unavailable => model.latency_base,
-                Answer::Throttled => model.throttle_latency,
+                Answer::Throttled | Answer::TooLarge => model.throttle_latency,
             };
             state
                 .upstream
@@ -174,11 +200,23 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
             (answer, latency.min(Duration::from_secs(300)))
         };
         let in_flight = InFlight::start(&self.state, index);
+        let state = self.state.clone();
         Box::pin(async move {
             tokio::time::sleep(latency).await;
             drop(in_flight);
             match answer {
-                Answer::Served => Ok(()),
+                Answer::Served { charged, used } => {
+                    if charged != used {
+                        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                        state.quotas[index].settle(charged, used);
+                        let today = state.today[index] + u64::from(used);
+                        state.today[index] = today.saturating_sub(u64::from(charged));
+                    }
+                    Ok(())
+                }
+                Answer::TooLarge => Err(StatusError::new(400)
+                    .with_code("ValidationException")
+                    .with_message("Input is too long for requested model.")),
                 Answer::Throttled => Err(StatusError::new(429)
                     .with_code("ThrottlingException")
                     .with_message("Too many requests, please wait before trying again.")),
@@ -193,9 +231,15 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
 /// What the simulated model answers a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Answer {
-    Served,
+    /// Served, having charged `charged` tokens up front and used `used`.
+    Served {
+        charged: u32,
+        used: u32,
+    },
     Throttled,
     Unavailable,
+    /// Larger than the whole token bucket: never served.
+    TooLarge,
 }
 
 /// A call in flight on a model, counted until its answer (or until the caller gives up on it).

@@ -31,6 +31,12 @@ pub struct SimModel {
     /// Chance that a call fails with a 503 `ServiceUnavailableException` after the base latency,
     /// without charging the quota.
     pub server_error_rate: f64,
+    /// How many tokens of quota each output token burns (Bedrock documents 5 for some Claude
+    /// models); 1 for most.
+    pub output_burndown: u32,
+    /// A daily token quota next to the per-minute one (a day of simulated time, then it starts
+    /// over); `None` for none.
+    pub tokens_per_day: Option<u64>,
     /// Calls in flight at which the model's latency has doubled (it grows linearly with them), and
     /// its capacity throttles too; `None`: latency does not depend on load.
     pub concurrency_knee: Option<u32>,
@@ -84,6 +90,10 @@ pub struct Scenario {
     /// Whether the open-loop arrival rate follows a day's curve: from a quarter of the rate at the
     /// run's start up to the full rate at its middle and back, as one day compressed into the run.
     pub diurnal: bool,
+    /// The output budget (`max_tokens`) every request declares: when set, Bedrock charges it
+    /// (times the model's burndown) with the input at the start and settles to the real output at
+    /// the end; `None` charges the real output at the start.
+    pub max_tokens: Option<u32>,
     /// Request size mix.
     pub sizes: Vec<RequestSize>,
     /// Models in chain order: the first is the primary.
@@ -110,6 +120,7 @@ impl Scenario {
             shape: Shape::Steady,
             arrivals_per_s: 0.0,
             diurnal: false,
+            max_tokens: None,
             sizes: vec![
                 RequestSize {
                     weight: 70,
@@ -138,6 +149,8 @@ impl Scenario {
                     throttle_latency: ms(50),
                     capacity_throttle_rate: 0.0,
                     server_error_rate: 0.0,
+                    output_burndown: 1,
+                    tokens_per_day: None,
                     concurrency_knee: None,
                 },
                 SimModel {
@@ -150,6 +163,8 @@ impl Scenario {
                     throttle_latency: ms(50),
                     capacity_throttle_rate: 0.0,
                     server_error_rate: 0.0,
+                    output_burndown: 1,
+                    tokens_per_day: None,
                     concurrency_knee: None,
                 },
             ],
@@ -185,6 +200,8 @@ impl Scenario {
             throttle_latency: ms(50),
             capacity_throttle_rate: 0.0,
             server_error_rate: 0.0,
+            output_burndown: 1,
+            tokens_per_day: None,
             concurrency_knee: None,
         });
         scenario
@@ -246,6 +263,12 @@ impl Scenario {
                 if !(0.0..=1.0).contains(&rate) {
                     return Err(format!("{}: rates are chances from 0 to 1", model.id));
                 }
+            }
+            if model.output_burndown == 0 {
+                return Err(format!(
+                    "{}: the output burndown must be 1 or more",
+                    model.id
+                ));
             }
             if model.concurrency_knee == Some(0) {
                 return Err(format!(

@@ -264,3 +264,52 @@ fn latency_grows_with_the_calls_in_flight_past_the_knee() {
         idle.mean_latency_s
     );
 }
+
+#[test]
+fn tokens_are_charged_at_the_output_budget_and_settled_to_what_was_used() {
+    // A primary limited by tokens, not requests.
+    let mut scenario = short(Scenario::default_scenario(), 10, 55);
+    scenario.models[0].quota = tower_model_fallback::testing::Quota::new(1_000, 150_000);
+    let real = sim::run(&scenario, PolicyKind::Adaptive, 6).unwrap();
+    // Charging a budget of 4,096 output tokens up front leaves less room for other requests, even
+    // though what is not used comes back at the end.
+    scenario.max_tokens = Some(4_096);
+    let budgeted = sim::run(&scenario, PolicyKind::Adaptive, 6).unwrap();
+    assert!(
+        budgeted.served_by_primary < real.served_by_primary,
+        "{budgeted:?} vs {real:?}"
+    );
+    // Output that burns five tokens of quota each leaves even less.
+    scenario.max_tokens = None;
+    scenario.models[0].output_burndown = 5;
+    let burned = sim::run(&scenario, PolicyKind::Adaptive, 6).unwrap();
+    assert!(
+        burned.served_by_primary < real.served_by_primary,
+        "{burned:?} vs {real:?}"
+    );
+}
+
+#[test]
+fn a_request_larger_than_the_whole_bucket_is_rejected_not_charged() {
+    let mut scenario = short(Scenario::default_scenario(), 2, 10);
+    scenario.max_tokens = Some(1_000_000);
+    let report = sim::run(&scenario, PolicyKind::Adaptive, 7).unwrap();
+    // A ValidationException: the request's own fault, not worth another model.
+    assert_eq!(report.success_rate, 0.0);
+    assert_eq!(report.attempts_per_request, 1.0);
+    assert_eq!(report.throttled_per_request, 0.0);
+}
+
+#[test]
+fn a_daily_token_quota_runs_out() {
+    let mut scenario = ample(10, 30);
+    let unlimited = sim::run(&scenario, PolicyKind::Adaptive, 8).unwrap();
+    assert_eq!(unlimited.primary_usage, 1.0);
+    scenario.models[0].tokens_per_day = Some(500_000);
+    let limited = sim::run(&scenario, PolicyKind::Adaptive, 8).unwrap();
+    // The primary serves until its day's tokens are gone, then the fallback serves everyone.
+    assert_eq!(limited.success_rate, 1.0);
+    assert!(limited.primary_usage < 0.6, "{limited:?}");
+    assert_eq!(limited.primary_share_by_minute.last(), Some(&0.0));
+    assert_eq!(limited.primary_share_by_minute.first(), Some(&1.0));
+}

@@ -71,6 +71,20 @@ impl QuotaState {
         }
     }
 
+    /// Whether a request of `tokens` tokens can ever be served: Bedrock rejects one larger than the
+    /// whole bucket (a `ValidationException`), where a smaller one would only wait for a refill.
+    pub fn fits(&self, tokens: u32) -> bool {
+        f64::from(tokens) <= self.tokens.capacity
+    }
+
+    /// Settles a served request charged `charged` tokens at its start that used `used`: Bedrock
+    /// charges a request's input plus its whole output budget (`max_tokens`) up front and gives back
+    /// what the answer did not use when it ends (or takes what it used beyond).
+    pub fn settle(&mut self, charged: u32, used: u32) {
+        let returned = f64::from(charged) - f64::from(used);
+        self.tokens.level = (self.tokens.level + returned).min(self.tokens.capacity);
+    }
+
     /// Takes one request and `tokens` tokens if both fit; a throttled request takes nothing.
     pub fn try_take(&mut self, tokens: u32) -> bool {
         let now = Instant::now();
@@ -86,5 +100,28 @@ impl QuotaState {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_charged_up_front_comes_back_when_settled() {
+        // 600 tokens per minute in a bucket of one minute.
+        let mut quota = QuotaState::new(Quota::new(100, 600));
+        assert!(quota.fits(600));
+        assert!(!quota.fits(601), "larger than the whole bucket");
+        assert!(quota.try_take(500));
+        assert!(!quota.try_take(200), "100 tokens left");
+        // The answer used 150 of the 500 charged: 350 come back.
+        quota.settle(500, 150);
+        assert!(quota.try_take(400));
+        // An answer that used more than it was charged leaves the bucket in debt.
+        quota.settle(0, 100);
+        assert!(!quota.try_take(1));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(quota.try_take(1), "the refill pays the debt back");
     }
 }
