@@ -42,6 +42,7 @@ mod histogram;
 mod model;
 mod report;
 mod scenario;
+pub mod sweep;
 
 use model::SimBedrock;
 use report::Tally;

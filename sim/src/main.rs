@@ -90,6 +90,10 @@ struct Args {
     /// and shared (events 5 ms late, or --shared-delay-ms).
     #[arg(long)]
     replicas_table: bool,
+    /// Run every policy on the sweep's grid of 720 workloads (on every core) and print how often each
+    /// is at least as good as the adaptive policy, metric by metric, with the worst cases.
+    #[arg(long)]
+    sweep: bool,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -100,6 +104,19 @@ struct Args {
 
 fn main() -> Result<(), BoxError> {
     let args = Args::parse();
+    if args.sweep {
+        let grid = sim::sweep::grid(args.minutes.unwrap_or(10));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let started = std::time::Instant::now();
+        let reports = sim::sweep::run(&grid, threads)?;
+        print!("{}", sim::sweep::table(&grid, &reports));
+        eprintln!(
+            "{} runs in {:.1} s",
+            grid.len() * 4,
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let mut scenarios = match args.scenario.as_str() {
         "all" => Scenario::all(),
         name => vec![Scenario::named(name).ok_or_else(|| format!("unknown scenario {name:?}"))?],

@@ -313,3 +313,21 @@ fn a_daily_token_quota_runs_out() {
     assert_eq!(limited.primary_share_by_minute.last(), Some(&0.0));
     assert_eq!(limited.primary_share_by_minute.first(), Some(&1.0));
 }
+
+#[test]
+fn the_sweep_is_deterministic_whatever_the_threads() {
+    let grid: Vec<_> = sim::sweep::grid(1).into_iter().step_by(97).collect();
+    assert_eq!(grid.len(), 8);
+    let one = sim::sweep::run(&grid, 1).unwrap();
+    let two = sim::sweep::run(&grid, 2).unwrap();
+    assert_eq!(one, two);
+    assert_eq!(one.len(), grid.len());
+    assert!(one.iter().all(|runs| runs.len() == PolicyKind::ALL.len()));
+    let table = sim::sweep::table(&grid, &one);
+    assert_eq!(table, sim::sweep::table(&grid, &two));
+    assert!(table.starts_with("8 workloads"), "{table}");
+    // Every worst case names a command that runs its workload alone.
+    assert!(
+        table.contains("cargo run --release -p tower-model-fallback-sim -- --scenario default")
+    );
+}

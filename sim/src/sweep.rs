@@ -1,0 +1,269 @@
+//! A grid of workloads the built-in scenarios do not cover, every policy on each, compared with the
+//! adaptive policy metric by metric.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tower_model_fallback::policy::PolicyKind;
+
+use super::{Report, Scenario};
+
+/// One workload of the grid: the default scenario's models with these numbers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    /// Users active from the start.
+    pub users: usize,
+    /// Mean think time in seconds.
+    pub think_s: f64,
+    /// The primary's requests per minute.
+    pub primary_rpm: u32,
+    /// Seconds of quota the buckets hold.
+    pub burst_s: f64,
+    /// Chance of a capacity throttle on any call.
+    pub capacity_throttles: f64,
+    /// Bedrock's token accounting with a 2,048-token budget and a 5x output burndown on the
+    /// primary, or the real output charged at the start.
+    pub token_accounting: bool,
+    /// Simulated minutes.
+    pub minutes: u64,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Workload {
+    /// The scenario it runs.
+    pub fn scenario(&self) -> Scenario {
+        let mut scenario = Scenario::default_scenario();
+        scenario.name = "sweep".into();
+        scenario.users = self.users;
+        scenario.think_time = Duration::from_secs_f64(self.think_s);
+        scenario.duration = Duration::from_secs(self.minutes * 60);
+        let tpm = scenario.models[0].quota.tokens_per_minute;
+        scenario.models[0].quota = tower_model_fallback::testing::Quota::new(self.primary_rpm, tpm);
+        for model in &mut scenario.models {
+            model.burst = Duration::from_secs_f64(self.burst_s);
+            model.capacity_throttle_rate = self.capacity_throttles;
+        }
+        if self.token_accounting {
+            scenario.max_tokens = Some(2_048);
+            scenario.models[0].output_burndown = 5;
+        }
+        scenario
+    }
+
+    /// The command that runs it alone.
+    pub fn command(&self) -> String {
+        let mut command = format!(
+            "cargo run --release -p tower-model-fallback-sim -- --scenario default --users {} \
+             --think-s {} --primary-rpm {} --burst-s {} --minutes {} --seed {}",
+            self.users, self.think_s, self.primary_rpm, self.burst_s, self.minutes, self.seed
+        );
+        if self.capacity_throttles > 0.0 {
+            let _ = write!(command, " --capacity-throttles {}", self.capacity_throttles);
+        }
+        if self.token_accounting {
+            command.push_str(" --max-tokens 2048 --output-burndown 5");
+        }
+        command
+    }
+}
+
+/// The grid: users 10-300, think time 0.5-60 s, the primary's quota from starved to ample, buckets
+/// from half a second to a minute, with and without capacity throttles and token accounting:
+/// 5 x 4 x 3 x 3 x 2 x 2 = 720 workloads of `minutes` each, one seed each.
+pub fn grid(minutes: u64) -> Vec<Workload> {
+    let mut grid = Vec::new();
+    for users in [10, 30, 55, 100, 300] {
+        for think_s in [0.5, 5.0, 20.0, 60.0] {
+            for primary_rpm in [50, 140, 400] {
+                for burst_s in [0.5, 5.0, 60.0] {
+                    for capacity_throttles in [0.0, 0.01] {
+                        for token_accounting in [false, true] {
+                            let seed = grid.len() as u64 + 1;
+                            grid.push(Workload {
+                                users,
+                                think_s,
+                                primary_rpm,
+                                burst_s,
+                                capacity_throttles,
+                                token_accounting,
+                                minutes,
+                                seed,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    grid
+}
+
+/// One metric of a report, and how much worse than the adaptive policy still counts as "as good".
+struct Metric {
+    name: &'static str,
+    /// How much worse `policy` is than `adaptive` (positive: worse), in the metric's unit.
+    worse_by: fn(policy: &Report, adaptive: &Report) -> f64,
+    tolerance: f64,
+    unit: &'static str,
+}
+
+const METRICS: [Metric; 6] = [
+    Metric {
+        name: "primary share",
+        worse_by: |p, a| (a.primary_usage - p.primary_usage) * 100.0,
+        tolerance: 0.5,
+        unit: " points",
+    },
+    Metric {
+        name: "success",
+        worse_by: |p, a| (a.success_rate - p.success_rate) * 100.0,
+        tolerance: 0.5,
+        unit: " points",
+    },
+    Metric {
+        name: "mean latency",
+        worse_by: |p, a| relative(p.mean_latency_s, a.mean_latency_s),
+        tolerance: 2.0,
+        unit: "%",
+    },
+    Metric {
+        name: "p99 latency",
+        worse_by: |p, a| relative(p.p99_latency_s, a.p99_latency_s),
+        tolerance: 2.0,
+        unit: "%",
+    },
+    Metric {
+        name: "throttled/request",
+        worse_by: |p, a| p.throttled_per_request - a.throttled_per_request,
+        tolerance: 0.001,
+        unit: "",
+    },
+    Metric {
+        name: "calls/request",
+        worse_by: |p, a| p.attempts_per_request - a.attempts_per_request,
+        tolerance: 0.001,
+        unit: "",
+    },
+];
+
+/// How much larger `value` is than `base`, in percent.
+fn relative(value: f64, base: f64) -> f64 {
+    if base <= 0.0 {
+        if value <= 0.0 { 0.0 } else { 100.0 }
+    } else {
+        (value / base - 1.0) * 100.0
+    }
+}
+
+/// Runs every policy on every workload of `grid` on `threads` threads; the reports, per workload in
+/// the order of [`PolicyKind::ALL`]. The same grid gives the same reports, whatever `threads` is.
+pub fn run(grid: &[Workload], threads: usize) -> Result<Vec<Vec<Report>>, tower::BoxError> {
+    // Workers take the next workload as they finish one, so a slow part of the grid is shared.
+    let next = AtomicUsize::new(0);
+    let results = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(workload) = grid.get(index) else {
+                            return done;
+                        };
+                        let scenario = workload.scenario();
+                        let reports = PolicyKind::ALL
+                            .iter()
+                            .map(|&policy| super::run(&scenario, policy, workload.seed))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| e.to_string());
+                        done.push((index, reports));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .map_err(|_| "a sweep worker panicked".to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let mut ordered: Vec<(usize, Result<Vec<Report>, String>)> =
+        results.into_iter().flatten().collect();
+    ordered.sort_by_key(|(index, _)| *index);
+    Ok(ordered
+        .into_iter()
+        .map(|(_, reports)| reports)
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Per policy and metric: the share of workloads where the policy is at least as good as the
+/// adaptive policy within the metric's tolerance, and the worst case with its command.
+pub fn table(grid: &[Workload], reports: &[Vec<Report>]) -> String {
+    let mut out = String::new();
+    let adaptive = PolicyKind::ALL
+        .iter()
+        .position(|p| *p == PolicyKind::Adaptive)
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "{} workloads; share of them where each policy is at least as good as adaptive (tolerances: \
+         0.5 points of share and success, 2% of latency, 0.001 calls per request)\n",
+        grid.len()
+    );
+    let _ = write!(out, "| policy |");
+    for metric in &METRICS {
+        let _ = write!(out, " {} |", metric.name);
+    }
+    let _ = writeln!(out, " all six |");
+    let _ = writeln!(out, "|---|{}---|", "---|".repeat(METRICS.len()));
+    let mut worst_cases = String::new();
+    for (index, policy) in PolicyKind::ALL.iter().enumerate() {
+        if index == adaptive {
+            continue;
+        }
+        let _ = write!(out, "| {policy} |");
+        let mut all_good = vec![true; grid.len()];
+        for metric in &METRICS {
+            let mut good = 0;
+            let mut worst: Option<(f64, usize)> = None;
+            for (w, runs) in reports.iter().enumerate() {
+                let worse_by = (metric.worse_by)(&runs[index], &runs[adaptive]);
+                if worse_by <= metric.tolerance {
+                    good += 1;
+                } else {
+                    all_good[w] = false;
+                }
+                if worst.is_none_or(|(by, _)| worse_by > by) {
+                    worst = Some((worse_by, w));
+                }
+            }
+            let _ = write!(
+                out,
+                " {:.1}% |",
+                100.0 * good as f64 / grid.len().max(1) as f64
+            );
+            if let Some((by, w)) = worst {
+                let _ = writeln!(
+                    worst_cases,
+                    "- {policy}, {}: worse by {by:.3}{}: `{}`",
+                    metric.name,
+                    metric.unit,
+                    grid[w].command()
+                );
+            }
+        }
+        let all = all_good.iter().filter(|g| **g).count();
+        let _ = writeln!(
+            out,
+            " {:.1}% |",
+            100.0 * all as f64 / grid.len().max(1) as f64
+        );
+    }
+    let _ = writeln!(out, "\nWorst case per policy and metric:\n\n{worst_cases}");
+    out
+}
