@@ -394,7 +394,7 @@ impl<B: Clone, C> Plan<B, C> {
     /// outcome for it.
     #[inline]
     fn admit(&mut self, model: usize) {
-        let ticket = self.shared.policy.on_attempt(model, self.request.cost());
+        let ticket = self.policy().on_attempt(model, self.request.cost());
         self.current = Some((model, ticket));
         self.tried |= 1 << model;
         self.shared.stats.attempt(model);
@@ -414,7 +414,7 @@ impl<B: Clone, C> Plan<B, C> {
     fn succeeded<R>(&mut self, response: R) -> Served<R> {
         let attempt = self.take_attempt();
         let model = attempt.map_or(0, |attempt| {
-            self.shared.policy.on_success(&attempt);
+            self.policy().on_success(&attempt);
             self.shared.stats.success(attempt.model);
             attempt.model
         });
@@ -506,6 +506,11 @@ impl<B: Clone, C> Plan<B, C> {
 }
 
 impl<B, C> Plan<B, C> {
+    /// The policy as a trait object: calling through the `Arc`'s own impl would add a call.
+    fn policy(&self) -> &dyn CooldownPolicy {
+        &*self.shared.policy
+    }
+
     /// Ends the running attempt, with what the policy needs to hear about it.
     fn take_attempt(&mut self) -> Option<AttemptInfo> {
         let (model, ticket) = self.current.take()?;
@@ -515,7 +520,7 @@ impl<B, C> Plan<B, C> {
     /// Ends the admitted attempt without an outcome from the model; returns its chain index.
     fn cancel_attempt(&mut self) -> Option<usize> {
         let attempt = self.take_attempt()?;
-        self.shared.policy.on_cancelled(&attempt);
+        self.policy().on_cancelled(&attempt);
         self.shared.stats.attempt_cancelled(attempt.model);
         Some(attempt.model)
     }

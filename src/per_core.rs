@@ -23,7 +23,7 @@ pub(crate) fn shard_count() -> usize {
 
 /// This thread's ordinal, taken once from a process-wide counter: threads spread over the cells.
 #[cfg(not(loom_model))]
-pub(crate) fn thread_ordinal() -> usize {
+fn thread_ordinal() -> usize {
     use std::sync::atomic::AtomicUsize;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
@@ -32,8 +32,19 @@ pub(crate) fn thread_ordinal() -> usize {
     ORDINAL.with(|ordinal| *ordinal)
 }
 
+/// This thread's cell in every per-core array (each has [`shard_count`] cells): computed once per
+/// thread, so a count costs no division.
+#[cfg(not(loom_model))]
+#[inline]
+pub(crate) fn shard_index() -> usize {
+    thread_local! {
+        static INDEX: usize = thread_ordinal() % shard_count();
+    }
+    INDEX.with(|index| *index)
+}
+
 #[cfg(loom_model)]
-pub(crate) fn thread_ordinal() -> usize {
+pub(crate) fn shard_index() -> usize {
     0
 }
 
@@ -61,7 +72,7 @@ impl PerCoreCounter {
     #[inline]
     pub(crate) fn increment(&self) -> u64 {
         self.cells
-            .get(thread_ordinal() % self.cells.len().max(1))
+            .get(shard_index())
             .map_or(0, |cell| cell.0.fetch_add(1, Release) + 1)
     }
 

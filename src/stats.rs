@@ -25,7 +25,7 @@
 use crate::sync::AtomicU64;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 
-use crate::per_core::{shard_count, thread_ordinal};
+use crate::per_core::{shard_count, shard_index};
 use crate::policy::CooldownPolicy;
 use crate::request::ModelId;
 
@@ -74,7 +74,7 @@ impl Stats {
     /// This thread's shard.
     #[inline]
     fn shard(&self) -> Option<&Shard> {
-        self.shards.get(thread_ordinal() % self.shards.len().max(1))
+        self.shards.get(shard_index())
     }
 
     fn model(&self, model: usize, f: impl FnOnce(&ModelCounters) -> &AtomicU64) {
