@@ -13,9 +13,12 @@ use tower_model_fallback::classify::StatusError;
 use tower_model_fallback::policy::{AdaptiveCooldown, CooldownPolicy, PacedCooldown};
 use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest, TokenCost};
 
-/// Answers at once without allocating.
+/// Answers at once without allocating; with `throttle_primary`, throttles `model-0` with a 429
+/// whose error allocates nothing either.
 #[derive(Clone)]
-struct Model;
+struct Model {
+    throttle_primary: bool,
+}
 
 impl Service<ModelRequest<Arc<str>>> for Model {
     type Response = usize;
@@ -27,7 +30,12 @@ impl Service<ModelRequest<Arc<str>>> for Model {
     }
 
     fn call(&mut self, request: ModelRequest<Arc<str>>) -> Self::Future {
-        ready(Ok(request.body().len()))
+        match request.model() {
+            Some(model) if self.throttle_primary && model.as_str() == "model-0" => {
+                ready(Err(StatusError::new(429)))
+            }
+            _ => ready(Ok(request.body().len())),
+        }
     }
 }
 
@@ -40,7 +48,9 @@ fn allocations_per_call(
     let layer = FallbackLayer::builder_shared(policy(chain))
         .build()
         .unwrap();
-    let mut service = layer.layer(Model);
+    let mut service = layer.layer(Model {
+        throttle_primary: false,
+    });
     let body: Arc<str> = Arc::from("hello");
     let mut cx = Context::from_waker(Waker::noop());
     let mut call = |service: &mut tower_model_fallback::Fallback<Model>| {
@@ -88,27 +98,6 @@ fn the_happy_path_allocates_nothing_with_up_to_eight_models() {
     }
 }
 
-/// Throttles the primary (a 429 without a body: its error allocates nothing), answers on the others.
-#[derive(Clone)]
-struct ThrottledPrimary;
-
-impl Service<ModelRequest<Arc<str>>> for ThrottledPrimary {
-    type Response = usize;
-    type Error = StatusError;
-    type Future = Ready<Result<usize, StatusError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), StatusError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: ModelRequest<Arc<str>>) -> Self::Future {
-        match request.model() {
-            Some(model) if model.as_str() == "model-0" => ready(Err(StatusError::new(429))),
-            _ => ready(Ok(request.body().len())),
-        }
-    }
-}
-
 /// A policy that never cools, so every call takes the fallback path.
 #[derive(Debug)]
 struct NeverCool(ModelChain);
@@ -141,10 +130,12 @@ impl CooldownPolicy for NeverCool {
 fn a_fallback_allocates_once_per_failed_attempt() {
     let chain = ModelChain::new((0..4).map(|i| format!("model-{i}"))).unwrap();
     let layer = FallbackLayer::new(NeverCool(chain));
-    let mut service = layer.layer(ThrottledPrimary);
+    let mut service = layer.layer(Model {
+        throttle_primary: true,
+    });
     let body: Arc<str> = Arc::from("hello");
     let mut cx = Context::from_waker(Waker::noop());
-    let mut call = |service: &mut tower_model_fallback::Fallback<ThrottledPrimary>| {
+    let mut call = |service: &mut tower_model_fallback::Fallback<Model>| {
         assert!(service.poll_ready(&mut cx).is_ready());
         let future = pin!(service.call(ModelRequest::new(body.clone())));
         match future.poll(&mut cx) {
