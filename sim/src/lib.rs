@@ -47,7 +47,7 @@ pub mod sweep;
 use model::SimBedrock;
 use report::Tally;
 pub use report::{Outcome, Report, table};
-pub use scenario::{RequestSize, Scenario, Shape, SimModel};
+pub use scenario::{RequestSize, Scenario, Shape, SimModel, parse_sizes};
 
 /// What the simulator runs each policy with when every model is cooling: the naive design fails
 /// fast (the request fails when every model is blocked); the others try anyway.

@@ -59,6 +59,14 @@ struct Args {
     /// A daily token quota on the primary.
     #[arg(long)]
     primary_tokens_per_day: Option<u64>,
+    /// Models in the chain: extra models are copies of the last one (with its quota); fewer keep the
+    /// first ones.
+    #[arg(long)]
+    models: Option<usize>,
+    /// The request-size mix, `WEIGHT:INPUT:OUTPUT` per size, comma-separated (e.g.
+    /// `70:500:200,30:4000:1000`).
+    #[arg(long)]
+    sizes: Option<String>,
     /// Requests per second arriving on their own (Poisson), next to the scenario's users.
     #[arg(long)]
     arrivals_per_s: Option<f64>,
@@ -160,6 +168,12 @@ fn main() -> Result<(), BoxError> {
         }
         if let Some(rate) = args.arrivals_per_s {
             s.arrivals_per_s = rate;
+        }
+        if let Some(count) = args.models {
+            s.set_model_count(count)?;
+        }
+        if let Some(sizes) = &args.sizes {
+            s.sizes = sim::parse_sizes(sizes)?;
         }
         if args.max_tokens.is_some() {
             s.max_tokens = args.max_tokens;

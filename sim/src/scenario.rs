@@ -305,6 +305,25 @@ impl Scenario {
         }
     }
 
+    /// Keeps `count` models: the first ones, or copies of the last one (`fallback-2`, ...) after it.
+    pub fn set_model_count(&mut self, count: usize) -> Result<(), String> {
+        let Some(last) = self.models.last().cloned() else {
+            return Err("the scenario has no model to copy".into());
+        };
+        if count == 0 {
+            return Err("a chain needs at least one model".into());
+        }
+        self.models.truncate(count);
+        while self.models.len() < count {
+            let copy = SimModel {
+                id: format!("{}-{}", last.id, self.models.len()),
+                ..last.clone()
+            };
+            self.models.push(copy);
+        }
+        Ok(())
+    }
+
     /// The open-loop arrival rate `at` into the run, in requests per second.
     pub(crate) fn arrival_rate(&self, at: Duration) -> f64 {
         if !self.diurnal {
@@ -330,4 +349,31 @@ impl Scenario {
             TokenCost::new(s.input_tokens, s.output_tokens)
         })
     }
+}
+
+/// Parses a request-size mix: `WEIGHT:INPUT:OUTPUT` per size, comma-separated.
+pub fn parse_sizes(text: &str) -> Result<Vec<RequestSize>, String> {
+    let sizes = text
+        .split(',')
+        .map(|size| {
+            let fields: Vec<&str> = size.trim().split(':').collect();
+            let [weight, input, output] = fields[..] else {
+                return Err(format!("{size:?}: expected WEIGHT:INPUT:OUTPUT"));
+            };
+            let number = |field: &str| {
+                field
+                    .parse::<u32>()
+                    .map_err(|e| format!("{size:?}: {field:?}: {e}"))
+            };
+            Ok(RequestSize {
+                weight: number(weight)?,
+                input_tokens: number(input)?,
+                output_tokens: number(output)?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if sizes.iter().all(|s| s.weight == 0) {
+        return Err("the size mix needs a weight above 0".into());
+    }
+    Ok(sizes)
 }

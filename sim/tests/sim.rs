@@ -331,3 +331,22 @@ fn the_sweep_is_deterministic_whatever_the_threads() {
         table.contains("cargo run --release -p tower-model-fallback-sim -- --scenario default")
     );
 }
+
+#[test]
+fn the_chain_length_and_the_size_mix_can_be_set() {
+    let mut scenario = short(Scenario::default_scenario(), 5, 30);
+    scenario.set_model_count(4).unwrap();
+    let ids: Vec<&str> = scenario.models.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["primary", "fallback", "fallback-2", "fallback-3"]);
+    scenario.set_model_count(1).unwrap();
+    assert_eq!(scenario.models.len(), 1);
+    assert!(scenario.set_model_count(0).is_err());
+
+    scenario.sizes = sim::parse_sizes("70:500:200, 30:4000:1000").unwrap();
+    assert_eq!(scenario.sizes.len(), 2);
+    assert_eq!(scenario.sizes[1].input_tokens, 4_000);
+    assert!(sim::run(&scenario, PolicyKind::Adaptive, 9).is_ok());
+    for bad in ["1:2", "a:1:2", "0:1:2", ""] {
+        assert!(sim::parse_sizes(bad).is_err(), "{bad}");
+    }
+}
