@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::ClusterEvent;
+use crate::chain::ModelChain;
 use crate::policy::epoch::nanos;
 use crate::policy::{CooldownCell, Epoch};
 use crate::request::ModelId;
@@ -98,17 +100,24 @@ impl ProbeLeases {
             .is_some_and(|state| state.won.load(Ordering::Relaxed))
     }
 
-    /// The probe's answer arrived (or the cooldowns were reset): `model` follows the policy again.
-    pub(super) fn release(&self, model: usize) {
+    /// `model` follows the policy again.
+    fn release(&self, model: usize) {
         if let Some(state) = self.models.get(model) {
             state.held.clear();
             state.won.store(false, Ordering::Relaxed);
         }
     }
 
-    pub(super) fn release_all(&self) {
-        for index in 0..self.models.len() {
-            self.release(index);
+    /// `event` (a probe's answer, any other throttle or clearing success, a reset) releases the
+    /// models it names.
+    pub(super) fn answered(&self, chain: &ModelChain, event: &ClusterEvent) {
+        match event.model() {
+            Some(model) => {
+                if let Some(index) = chain.index_of(model.as_str()) {
+                    self.release(index);
+                }
+            }
+            None => (0..self.models.len()).for_each(|index| self.release(index)),
         }
     }
 

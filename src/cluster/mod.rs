@@ -85,6 +85,16 @@ pub enum ClusterEvent {
     Reset,
 }
 
+impl ClusterEvent {
+    /// The model the event is about; `None` for a reset, which is about every model.
+    pub fn model(&self) -> Option<&ModelId> {
+        match self {
+            ClusterEvent::Throttled { model, .. } | ClusterEvent::Cleared { model } => Some(model),
+            ClusterEvent::Reset => None,
+        }
+    }
+}
+
 /// A policy whose state can be shared: it can tell a throttle it counted from one it did not, and
 /// apply what other replicas saw.
 pub trait ClusterPolicy: CooldownPolicy {
@@ -226,10 +236,12 @@ impl<P: ClusterPolicy> ClusterLink<P> {
         self.applier.status()
     }
 
-    /// The policy, for a driver's catch-up.
+    /// What is left of `model`'s cooldown here, for a driver's catch-up.
     #[cfg(feature = "redis")]
-    fn policy(&self) -> &P {
-        &self.applier.policy
+    fn cooldown_here(&self, model: &ModelId) -> Option<Duration> {
+        let policy = &self.applier.policy;
+        let index = policy.chain().index_of(model.as_str())?;
+        policy.cooldown_remaining(index)
     }
 }
 
@@ -276,7 +288,7 @@ impl<P: ClusterPolicy> ClusterApplier<P> {
     /// Applies another replica's event, sent `lag` ago.
     pub fn apply(&self, event: &ClusterEvent, lag: Duration) {
         self.policy.apply(event, lag);
-        release(&self.leases, self.policy.chain(), event);
+        self.leases.answered(self.policy.chain(), event);
         self.status.received(lag);
     }
 
@@ -317,18 +329,6 @@ impl<P: ClusterPolicy> ClusterApplier<P> {
         {
             self.leases.hold(index, cooldown);
         }
-    }
-}
-
-/// An event that ends a probe (its answer, or a reset) releases the models it names.
-fn release(leases: &ProbeLeases, chain: &ModelChain, event: &ClusterEvent) {
-    match event {
-        ClusterEvent::Throttled { model, .. } | ClusterEvent::Cleared { model } => {
-            if let Some(index) = chain.index_of(model.as_str()) {
-                leases.release(index);
-            }
-        }
-        ClusterEvent::Reset => leases.release_all(),
     }
 }
 
@@ -388,7 +388,7 @@ impl<P: ClusterPolicy> Clustered<P> {
 
     /// Queues `event` without waiting: the request path never blocks on the store.
     fn publish(&self, event: ClusterEvent) {
-        release(&self.leases, self.inner.chain(), &event);
+        self.leases.answered(self.inner.chain(), &event);
         if self.outbox.try_send(event).is_err() {
             self.status.dropped();
         }

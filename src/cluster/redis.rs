@@ -224,13 +224,7 @@ async fn catch_up<P: ClusterPolicy>(
                 .query_async(connection),
         )
         .await?;
-        let policy = link.policy();
-        let cooling_here = policy
-            .chain()
-            .index_of(model.as_str())
-            .and_then(|i| policy.cooldown_remaining(i))
-            .is_some();
-        if left > 0 && !cooling_here {
+        if left > 0 && link.cooldown_here(model).is_none() {
             let cooldown = Duration::from_millis(left.unsigned_abs());
             let event = ClusterEvent::Throttled {
                 model: model.clone(),
@@ -256,11 +250,9 @@ const MAX_PENDING: usize = 256;
 impl Pending {
     /// Keeps `event`; returns whether one had to be dropped to make room.
     fn keep(&mut self, event: ClusterEvent) -> bool {
-        match &event {
-            ClusterEvent::Reset => self.events.clear(),
-            ClusterEvent::Throttled { model, .. } | ClusterEvent::Cleared { model } => {
-                self.events.retain(|kept| event_model(kept) != Some(model));
-            }
+        match event.model() {
+            None => self.events.clear(),
+            Some(model) => self.events.retain(|kept| kept.model() != Some(model)),
         }
         self.events.push(event);
         if self.events.len() > MAX_PENDING {
@@ -281,12 +273,9 @@ impl Pending {
         for event in std::mem::take(&mut self.events) {
             let event = match event {
                 ClusterEvent::Throttled { model, .. } => {
-                    let policy = link.policy();
-                    let left = policy
-                        .chain()
-                        .index_of(model.as_str())
-                        .and_then(|i| policy.cooldown_remaining(i));
-                    let Some(cooldown) = left else { continue };
+                    let Some(cooldown) = link.cooldown_here(&model) else {
+                        continue;
+                    };
                     ClusterEvent::Throttled { model, cooldown }
                 }
                 other => other,
@@ -295,13 +284,6 @@ impl Pending {
             link.status().sent();
         }
         Ok(())
-    }
-}
-
-fn event_model(event: &ClusterEvent) -> Option<&ModelId> {
-    match event {
-        ClusterEvent::Throttled { model, .. } | ClusterEvent::Cleared { model } => Some(model),
-        ClusterEvent::Reset => None,
     }
 }
 
