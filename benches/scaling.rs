@@ -56,10 +56,16 @@ fn layer(policy: &str) -> FallbackLayer {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A body of the thread's own: cloning one shared `Arc` would measure its refcount instead. Longer
+/// than two cache lines, so that no other thread's body (whose refcount every call writes) can
+/// share a line with its refcount, wherever the allocator puts them.
+fn thread_body() -> Arc<str> {
+    Arc::from("hello ".repeat(24))
+}
+
 /// `CALLS` calls through `layer`'s service on this thread.
 fn drive(layer: &FallbackLayer) {
-    // A body of the thread's own: cloning one shared `Arc` would measure its refcount instead.
-    let body: Arc<str> = Arc::from("hello");
+    let body = thread_body();
     let mut service = layer.layer(Model);
     let mut cx = Context::from_waker(Waker::noop());
     for _ in 0..CALLS {
@@ -76,7 +82,7 @@ fn drive(layer: &FallbackLayer) {
 
 /// `CALLS` calls of the inner service alone, for the machine's own scaling.
 fn drive_bare() {
-    let body: Arc<str> = Arc::from("hello");
+    let body = thread_body();
     let mut service = Model;
     let mut cx = Context::from_waker(Waker::noop());
     for _ in 0..CALLS {

@@ -77,26 +77,37 @@ where
             .deadline()
             .map(|deadline| Box::pin(sleep_until(deadline)));
         let mut plan = Plan::new(shared, request);
-        let step = match plan.first_pick() {
-            Some(Pick::Available(model)) => Step::Attempt(model),
-            Some(picked) => plan.step_for(picked),
-            None => plan.next_step(),
-        };
-        let state = match step {
-            Step::Attempt(model) => {
-                plan.admit(model);
+        let state = match plan.first_pick() {
+            Some(Pick::Available(model)) => {
+                plan.open(model);
                 State::Calling {
                     future: plan.call(model, &mut service),
                 }
             }
-            Step::Wait(duration) => {
-                set_timer(&mut timer, Instant::now() + duration);
-                // Give back what `poll_ready` reserved (a concurrency permit, a buffer slot) rather
-                // than hold it while sleeping; the attempt after the wait polls readiness again.
-                service = service.clone();
-                State::Waiting
+            picked => {
+                plan.shared.stats.request();
+                let step = match picked {
+                    Some(picked) => plan.step_for(picked),
+                    None => plan.next_step(),
+                };
+                match step {
+                    Step::Attempt(model) => {
+                        plan.admit(model);
+                        State::Calling {
+                            future: plan.call(model, &mut service),
+                        }
+                    }
+                    Step::Wait(duration) => {
+                        set_timer(&mut timer, Instant::now() + duration);
+                        // Give back what `poll_ready` reserved (a concurrency permit, a buffer
+                        // slot) rather than hold it while sleeping; the attempt after the wait
+                        // polls readiness again.
+                        service = service.clone();
+                        State::Waiting
+                    }
+                    Step::Finish(error) => State::Failed { error: Some(error) },
+                }
             }
-            Step::Finish(error) => State::Failed { error: Some(error) },
         };
         drop(guard);
         ResponseFuture {
@@ -287,7 +298,6 @@ impl<B: Clone, C> Plan<B, C> {
         let max_attempts = request
             .max_attempts()
             .map_or(shared.max_attempts, |n| n.min(shared.max_attempts));
-        shared.stats.request();
         if let Some(budget) = &shared.retry_budget {
             budget.deposit();
         }
@@ -394,10 +404,23 @@ impl<B: Clone, C> Plan<B, C> {
     /// outcome for it.
     #[inline]
     fn admit(&mut self, model: usize) {
+        self.start(model);
+        self.shared.stats.attempt(model);
+    }
+
+    /// Admits the request's first attempt, on `model` right away: the request and the attempt are
+    /// counted as one.
+    #[inline]
+    fn open(&mut self, model: usize) {
+        self.start(model);
+        self.shared.stats.opened(model);
+    }
+
+    #[inline]
+    fn start(&mut self, model: usize) {
         let ticket = self.policy().on_attempt(model, self.request.cost());
         self.current = Some((model, ticket));
         self.tried |= 1 << model;
-        self.shared.stats.attempt(model);
     }
 
     /// Calls `service`, which was polled ready, for the admitted attempt on `model`.

@@ -7,7 +7,9 @@ use crate::request::ModelId;
 
 /// One service's way to the layer's shared state, with a reference count and copies of the model
 /// ids of its own: every call clones the handle into its future and an id into its request and its
-/// response, so calls through services on different cores write no cache line in common.
+/// response, so calls through services on different cores write no cache line in common. Aligned to
+/// a cache line so that two handles (and their counts) never share one.
+#[repr(align(64))]
 pub(crate) struct Handle<C> {
     shared: Arc<Shared<C>>,
     ids: Box<[ModelId]>,

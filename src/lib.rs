@@ -123,7 +123,7 @@ pub mod error;
 pub mod future;
 mod handle;
 mod layer;
-mod per_core;
+mod per_thread;
 pub mod policy;
 mod request;
 pub mod router;

@@ -193,10 +193,10 @@ fn request_counters_never_drift() {
         let policy = FixedCooldown::new(chain());
         let stats = Arc::new(Stats::new(2));
         let s = stats.clone();
-        // One request served by A after a throttle, one cancelled mid-attempt.
+        // One request served by A after a throttle (its first attempt counted with it), one that
+        // waited before its attempt and was cancelled mid-attempt.
         let served = thread::spawn(move || {
-            s.request();
-            s.attempt(0);
+            s.opened(0);
             s.throttle(0);
             s.attempt(1);
             s.success(1);

@@ -11,42 +11,55 @@ use tokio::time::Instant;
 /// A Bedrock model id (or inference profile id), such as `anthropic.claude-3-5-haiku-20241022-v1:0`.
 ///
 /// Cloning is a reference-count increment: ids are copied into every attempt and every stats entry.
+/// Each id's count sits on a cache line of its own, so that threads cloning different ids never
+/// write one line in common, wherever the allocator puts them.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ModelId(Arc<str>);
+pub struct ModelId(Arc<IdText>);
+
+/// The text of a [`ModelId`], aligned so that its reference count shares no line with other data.
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(align(64))]
+struct IdText(Box<str>);
 
 impl ModelId {
     /// Creates a model id.
     pub fn new(id: impl AsRef<str>) -> Self {
-        ModelId(Arc::from(id.as_ref()))
+        ModelId::from(Box::from(id.as_ref()))
     }
 
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.0.0
+    }
+}
+
+impl From<Box<str>> for ModelId {
+    fn from(id: Box<str>) -> Self {
+        ModelId(Arc::new(IdText(id)))
     }
 }
 
 impl fmt::Debug for ModelId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for ModelId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl AsRef<str> for ModelId {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl Borrow<str> for ModelId {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
@@ -58,7 +71,7 @@ impl From<&str> for ModelId {
 
 impl From<String> for ModelId {
     fn from(id: String) -> Self {
-        ModelId(Arc::from(id))
+        ModelId::from(id.into_boxed_str())
     }
 }
 
@@ -70,20 +83,20 @@ impl From<&String> for ModelId {
 
 impl PartialEq<str> for ModelId {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for ModelId {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.as_str() == *other
     }
 }
 
 #[cfg(feature = "serde")]
 impl serde::Serialize for ModelId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(self.as_str())
     }
 }
 

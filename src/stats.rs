@@ -12,9 +12,10 @@
 //! failed, cancelled, in flight and primary-model usage (share of finished requests the primary
 //! served). `Serialize` with the `serde` feature.
 //!
-//! Recording is a few atomic increments per request and attempt, in counters split per core (a
-//! thread writes its own shard, so cores do not fight over cache lines); nothing is derived or
-//! added up until a snapshot is taken. Counters that can be derived (in-flight requests and
+//! Recording is a few counts per request and attempt (two for a request its first model serves), in
+//! counters split per thread: a thread writes its own shard with plain stores, so cores neither
+//! fight over cache lines nor lock the bus; nothing is derived or added up until a snapshot is
+//! taken. Counters that can be derived (in-flight requests and
 //! attempts, served requests) are not stored.
 //!
 //! Every count that ends something (a success, a failure, a cancellation) is written with `Release`
@@ -25,7 +26,7 @@
 use crate::sync::AtomicU64;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 
-use crate::per_core::{shard_count, shard_index};
+use crate::per_thread::{PerThread, bump};
 use crate::policy::CooldownPolicy;
 use crate::request::ModelId;
 
@@ -33,6 +34,10 @@ use crate::request::ModelId;
 #[derive(Debug, Default)]
 #[repr(align(64))]
 struct ModelCounters {
+    /// Requests whose first attempt went to this model at once: one count for the request and the
+    /// attempt, so the common request writes two counters, not three.
+    opened: AtomicU64,
+    /// Attempts not counted in `opened`.
     attempts: AtomicU64,
     successes: AtomicU64,
     throttles: AtomicU64,
@@ -41,8 +46,8 @@ struct ModelCounters {
     cancelled: AtomicU64,
 }
 
-/// The counters one group of threads writes: a layer keeps one shard per core, so threads on
-/// different cores count in different cache lines, and a snapshot adds the shards up.
+/// The counters one thread writes: a layer keeps one shard per thread that ever counted, so a
+/// count is a plain store to a cache line no other core writes, and a snapshot adds the shards up.
 #[derive(Debug)]
 #[repr(align(64))]
 struct Shard {
@@ -52,55 +57,63 @@ struct Shard {
     models: Box<[ModelCounters]>,
 }
 
+impl Shard {
+    fn new(models: usize) -> Self {
+        Shard {
+            requests: AtomicU64::default(),
+            failed: AtomicU64::default(),
+            cancelled: AtomicU64::default(),
+            models: (0..models).map(|_| ModelCounters::default()).collect(),
+        }
+    }
+}
+
 /// The live counters behind [`StatsSnapshot`].
 #[derive(Debug)]
 pub(crate) struct Stats {
-    shards: Box<[Shard]>,
+    models: usize,
+    shards: PerThread<Shard>,
 }
 
 impl Stats {
     pub(crate) fn new(models: usize) -> Self {
-        let shards = (0..shard_count())
-            .map(|_| Shard {
-                requests: AtomicU64::default(),
-                failed: AtomicU64::default(),
-                cancelled: AtomicU64::default(),
-                models: (0..models).map(|_| ModelCounters::default()).collect(),
-            })
-            .collect();
-        Stats { shards }
+        Stats {
+            models,
+            shards: PerThread::new(|| Shard::new(models)),
+        }
     }
 
     /// This thread's shard.
     #[inline]
-    fn shard(&self) -> Option<&Shard> {
-        self.shards.get(shard_index())
+    fn shard(&self) -> &Shard {
+        self.shards.local_or(|| Shard::new(self.models))
     }
 
     fn model(&self, model: usize, f: impl FnOnce(&ModelCounters) -> &AtomicU64) {
-        if let Some(counters) = self.shard().and_then(|s| s.models.get(model)) {
-            f(counters).fetch_add(1, Release);
+        if let Some(counters) = self.shard().models.get(model) {
+            bump(f(counters), Release);
         }
     }
 
-    pub(crate) fn request(&self) {
-        if let Some(shard) = self.shard() {
-            shard.requests.fetch_add(1, Relaxed);
+    /// A request that starts with an attempt on `model` right away.
+    pub(crate) fn opened(&self, model: usize) {
+        if let Some(counters) = self.shard().models.get(model) {
+            bump(&counters.opened, Relaxed);
         }
+    }
+    /// A request that does not start with an attempt right away (it waits, or fails first).
+    pub(crate) fn request(&self) {
+        bump(&self.shard().requests, Relaxed);
     }
     pub(crate) fn request_failed(&self) {
-        if let Some(shard) = self.shard() {
-            shard.failed.fetch_add(1, Release);
-        }
+        bump(&self.shard().failed, Release);
     }
     pub(crate) fn request_cancelled(&self) {
-        if let Some(shard) = self.shard() {
-            shard.cancelled.fetch_add(1, Release);
-        }
+        bump(&self.shard().cancelled, Release);
     }
     pub(crate) fn attempt(&self, model: usize) {
-        if let Some(counters) = self.shard().and_then(|s| s.models.get(model)) {
-            counters.attempts.fetch_add(1, Relaxed);
+        if let Some(counters) = self.shard().models.get(model) {
+            bump(&counters.attempts, Relaxed);
         }
     }
     /// A success also means the request was served by `model`.
@@ -136,7 +149,7 @@ impl Stats {
 
     pub(crate) fn snapshot(&self, policy: &dyn CooldownPolicy) -> StatsSnapshot {
         let chain = policy.chain();
-        let count = self.shards.first().map_or(0, |s| s.models.len());
+        let count = self.models;
         let models: Vec<ModelStats> = (0..count)
             .map(|i| {
                 // Ends first, in every shard, then starts (see the module docs).
@@ -145,7 +158,8 @@ impl Stats {
                 let failures = self.sum_model(i, |c| c.failures.load(Acquire));
                 let request_errors = self.sum_model(i, |c| c.request_errors.load(Acquire));
                 let cancelled = self.sum_model(i, |c| c.cancelled.load(Acquire));
-                let attempts = self.sum_model(i, |c| c.attempts.load(Relaxed));
+                let attempts =
+                    self.sum_model(i, |c| c.attempts.load(Relaxed) + c.opened.load(Relaxed));
                 let answered = successes + throttles + failures;
                 let finished = answered + request_errors;
                 let cooldown = policy.cooldown_remaining(i);
@@ -175,7 +189,10 @@ impl Stats {
         let served: u64 = models.iter().map(|m| m.successes).sum();
         let failed = self.sum(|s| s.failed.load(Acquire));
         let cancelled = self.sum(|s| s.cancelled.load(Acquire));
-        let requests = self.sum(|s| s.requests.load(Relaxed));
+        let opened: u64 = (0..count)
+            .map(|i| self.sum_model(i, |c| c.opened.load(Relaxed)))
+            .sum();
+        let requests = self.sum(|s| s.requests.load(Relaxed)) + opened;
         StatsSnapshot {
             totals: Totals {
                 requests,

@@ -7,7 +7,7 @@ use super::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
 use crate::cluster::{ClusterEvent, ClusterPolicy};
 use crate::error::ConfigError;
-use crate::per_core::PerCoreCounter;
+use crate::per_thread::PerThreadCounter;
 use crate::request::TokenCost;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
@@ -95,7 +95,7 @@ struct Pace {
     /// `measure`.
     throttles: AtomicU64,
     /// Successes so far, counted per core: one is counted on every success.
-    served: PerCoreCounter,
+    served: PerThreadCounter,
     /// Attempts started while the model was paced.
     admitted: AtomicU64,
     measure: Mutex<Measure>,
