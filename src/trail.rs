@@ -2,13 +2,15 @@ use std::mem;
 
 use crate::error::FailedAttempt;
 
-/// The attempts of one request that failed, in order. The first lives inline: a request that falls
-/// back once (the common case) allocates nothing for its trail.
+/// The attempts of one request that failed, in order. The first two live inline: a request served by
+/// its second or third model (the common fallbacks) allocates nothing for its trail, only the failed
+/// attempts' boxed errors.
 #[derive(Debug, Default)]
 pub(crate) enum Trail {
     #[default]
     Empty,
     One([FailedAttempt; 1]),
+    Two([FailedAttempt; 2]),
     Many(Vec<FailedAttempt>),
 }
 
@@ -16,7 +18,8 @@ impl Trail {
     pub(crate) fn push(&mut self, attempt: FailedAttempt) {
         *self = match mem::take(self) {
             Trail::Empty => Trail::One([attempt]),
-            Trail::One([first]) => Trail::Many(vec![first, attempt]),
+            Trail::One([first]) => Trail::Two([first, attempt]),
+            Trail::Two([first, second]) => Trail::Many(vec![first, second, attempt]),
             Trail::Many(mut attempts) => {
                 attempts.push(attempt);
                 Trail::Many(attempts)
@@ -28,6 +31,7 @@ impl Trail {
         match self {
             Trail::Empty => &[],
             Trail::One(one) => one,
+            Trail::Two(two) => two,
             Trail::Many(attempts) => attempts,
         }
     }
@@ -36,6 +40,7 @@ impl Trail {
         match self {
             Trail::Empty => Vec::new(),
             Trail::One(one) => one.into(),
+            Trail::Two(two) => two.into(),
             Trail::Many(attempts) => attempts,
         }
     }
