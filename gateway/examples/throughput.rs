@@ -7,11 +7,13 @@
 //! target/release/examples/throughput --clients 64 --seconds 5
 //! ```
 //!
-//! The fake Bedrock and the gateway run as processes of their own (the binaries built next to this
+//! The fake Bedrock, the gateway and a bare relay (the `relay` example: two sockets and two HTTP/1.1
+//! codecs per request, nothing else) run as processes of their own (the binaries built next to this
 //! one), so each one's CPU time is read from `/proc` apart: the gateway's CPU per request is its own,
-//! not a difference. For each client count, the load runs first against the fake directly, then
-//! through the gateway (which signs every call with SigV4, as against the real Bedrock), and the
-//! added latency is the difference of the two runs' percentiles.
+//! not a difference. For each client count, the load runs against the fake directly, then through
+//! the gateway (which signs every call with SigV4, as against the real Bedrock), then through the
+//! relay; the added latency is the difference of the percentiles. The relay's CPU per request is the
+//! floor under any proxy's on the machine.
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
@@ -213,15 +215,29 @@ async fn main() -> Result<(), BoxError> {
         ],
     )?;
     wait_listening(gateway_port).await?;
+    let relay_port = free_port()?;
+    let relay = spawn(
+        &here.join("relay"),
+        &[
+            "--listen",
+            &format!("127.0.0.1:{relay_port}"),
+            "--upstream",
+            &fake_url,
+        ],
+        &[],
+    )?;
+    wait_listening(relay_port).await?;
     let direct = format!("{fake_url}/model/{MODEL}/converse");
     let through = format!("http://127.0.0.1:{gateway_port}/model/claude/converse");
-    // Warm both up: connections, the gateway's upstream pool, lazily built state.
+    let relayed = format!("http://127.0.0.1:{relay_port}/model/{MODEL}/converse");
+    // Warm them up: connections, upstream pools, lazily built state.
     load(&through, 16, 1.0).await?;
+    load(&relayed, 16, 1.0).await?;
 
     println!(
-        "| clients | fake alone: req/s | p50 | p99 | fake CPU/req | through the gateway: req/s | p50 | p99 | gateway CPU/req | fake CPU/req | p99 added | failed |"
+        "| clients | fake alone: req/s | p50 | p99 | fake CPU/req | through the gateway: req/s | p50 | p99 | gateway CPU/req | fake CPU/req | p99 added | through a bare relay: req/s | relay CPU/req | p99 added | failed |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &clients {
         let fake_before = fake.cpu()?;
         let alone = load(&direct, n, args.seconds).await?;
@@ -232,9 +248,13 @@ async fn main() -> Result<(), BoxError> {
         let fake_cpu = fake.cpu()? - fake_before;
         let gateway_cpu = gateway.cpu()? - gateway_before;
 
+        let relay_before = relay.cpu()?;
+        let bare = load(&relayed, n, args.seconds).await?;
+        let relay_cpu = relay.cpu()? - relay_before;
+
         let per = |cpu: Duration, run: &Run| micros(cpu) / run.requests.max(1) as f64;
         println!(
-            "| {n} | {:.0} | {:.0} µs | {:.0} µs | {:.1} µs | {:.0} | {:.0} µs | {:.0} µs | {:.1} µs | {:.1} µs | {:.0} µs | {} |",
+            "| {n} | {:.0} | {:.0} µs | {:.0} µs | {:.1} µs | {:.0} | {:.0} µs | {:.0} µs | {:.1} µs | {:.1} µs | {:.0} µs | {:.0} | {:.1} µs | {:.0} µs | {} |",
             alone.rate(),
             micros(alone.percentile(0.5)),
             micros(alone.percentile(0.99)),
@@ -249,7 +269,10 @@ async fn main() -> Result<(), BoxError> {
                     .percentile(0.99)
                     .saturating_sub(alone.percentile(0.99))
             ),
-            alone.failed + proxied.failed,
+            bare.rate(),
+            per(relay_cpu, &bare),
+            micros(bare.percentile(0.99).saturating_sub(alone.percentile(0.99))),
+            alone.failed + proxied.failed + bare.failed,
         );
     }
     Ok(())
