@@ -385,6 +385,27 @@ async fn paced_judges_a_model_that_was_quiet_until_a_moment_ago_by_the_busy_mome
 }
 
 #[tokio::test(start_paused = true)]
+async fn paced_takes_an_early_throttle_at_the_mean_rate_served_so_far() {
+    // Seven successes in the first 2.8 s, too few for a recent rate, then a throttle: the pace is
+    // 95% of what was served since the start (7 in 3 s), not a guess of one per second.
+    let policy = PacedCooldown::new(chain());
+    serve(&policy, A, 7, Duration::from_millis(400)).await;
+    advance(Duration::from_millis(200)).await;
+    throttle(&policy, A);
+    assert!(
+        near(policy.pace(A).unwrap(), 0.95 * 7.0 / 3.0),
+        "{:?}",
+        policy.pace(A)
+    );
+
+    // A throttle before any success: one per second, the floor.
+    let policy = PacedCooldown::new(chain());
+    advance(secs(3)).await;
+    throttle(&policy, A);
+    assert!(near(policy.pace(A).unwrap(), 0.95), "{:?}", policy.pace(A));
+}
+
+#[tokio::test(start_paused = true)]
 async fn paced_measures_the_refill_between_throttles() {
     let policy = PacedCooldown::new(chain());
     serve(&policy, A, 32, Duration::from_millis(100)).await;

@@ -106,6 +106,26 @@ fn paced_beats_adaptive_on_every_metric_of_every_scenario() {
     }
 }
 
+/// The default scenario's goals hold for every seed from 1 to 20, not only the documented one:
+/// at least 90% of requests answered by the primary and at least 99.9% answered at all.
+#[test]
+fn paced_meets_the_default_goals_for_seeds_1_to_20() {
+    let scenario = Scenario::default_scenario();
+    let seeds: Vec<u64> = (1..=20).collect();
+    std::thread::scope(|scope| {
+        for chunk in seeds.chunks(10) {
+            let scenario = &scenario;
+            scope.spawn(move || {
+                for &seed in chunk {
+                    let paced = sim::run(scenario, PolicyKind::Paced, seed).unwrap();
+                    assert!(paced.primary_usage >= 0.9, "seed {seed}: {paced:?}");
+                    assert!(paced.success_rate >= 0.999, "seed {seed}: {paced:?}");
+                }
+            });
+        }
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 

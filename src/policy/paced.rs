@@ -31,7 +31,8 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 ///   request, like [`AdaptiveCooldown`](super::AdaptiveCooldown), and one atomic increment per
 ///   success (it counts what each model served).
 /// - The first throttle starts *pacing*: new requests are admitted at 95 % (`margin`) of the rate
-///   the model served lately (over its last 8 to 32 successes; one per second if it had fewer),
+///   the model served lately (over its last 8 to 32 successes; with fewer, its mean rate since the
+///   last measurement or the start, at least one per second),
 ///   with a burst of up to `burst` (2 s) of that rate; the rest go to the next model at once. The
 ///   admission is a lock-free cell-rate check (one compare-and-swap per admitted request).
 /// - Every later throttle resynchronises the pace (the bucket is empty now) and, when it comes at
@@ -302,8 +303,13 @@ impl PacedCooldown {
         let (_, measured_at) = pace.rate.load();
         let window = now.saturating_sub(measured_at);
         let measured = if !paced || measured_at == 0 {
-            // First throttle since open: the recent served rate is the best estimate there is.
-            Some(Self::recent_rate(&measure, served, now).unwrap_or(1.0))
+            // First throttle since open: the recent served rate is the best estimate there is; too
+            // few recent successes to trust it, then the mean rate since the last measurement (or
+            // the start), at least one a second.
+            Some(Self::recent_rate(&measure, served, now).unwrap_or_else(|| {
+                let count = served.saturating_sub(measure.served_then);
+                (count as f64 / seconds(window).max(1.0)).max(1.0)
+            }))
         } else if window >= nanos(MIN_WINDOW) {
             // The bucket was empty at both throttles: what was served in between is its refill.
             let count = served.saturating_sub(measure.served_then);
