@@ -7,7 +7,8 @@
 //! - **Models** throttle the way Bedrock does: a quota of requests and tokens per minute per model,
 //!   refilled continuously and charged when a request starts (input tokens plus the output budget).
 //!   An admitted call takes `latency_base + latency_per_output_token * output_tokens`, times a
-//!   log-normal jitter; a throttle answers after `throttle_latency`.
+//!   log-normal jitter; a throttle answers after `throttle_latency`. A streamed answer reaches the
+//!   layer after `latency_base` (its first token) and streams on for the rest.
 //! - **Users** think for an exponentially distributed time, send one request of a size drawn from
 //!   the mix, wait for the answer, and repeat. Traffic shapes: steady, a ramp, or a burst of extra
 //!   users.
@@ -268,7 +269,12 @@ async fn simulate(
     let start = Instant::now();
     let chain = ModelChain::new(scenario.models.iter().map(|m| m.id.as_str()))?;
     // Every replica calls the same simulated Bedrock: one account, one quota.
-    let bedrock = SimBedrock::new(&scenario.models, seed, scenario.max_tokens);
+    let bedrock = SimBedrock::new(
+        &scenario.models,
+        seed,
+        scenario.max_tokens,
+        scenario.streaming,
+    );
     let services: Vec<Fallback<SimBedrock>> = replica_layers(&chain, policy, replicas)?
         .iter()
         .map(|layer| tower::Layer::layer(layer, bedrock.clone()))
@@ -335,7 +341,9 @@ async fn user_loop(
             return;
         }
         let size = scenario.pick_size(rng.random::<f64>());
-        send_one(&scenario, &service, size, origin, &outcomes, &issued).await;
+        // A streamed answer goes on after its first token; the user reads it to the end.
+        let streaming = send_one(&scenario, &service, size, origin, &outcomes, &issued).await;
+        tokio::time::sleep(streaming).await;
     }
 }
 
@@ -371,7 +379,8 @@ async fn open_loop(
     while running.join_next().await.is_some() {}
 }
 
-/// Sends one request of `size` through `service` and records its outcome.
+/// Sends one request of `size` through `service` and records its outcome; returns how long its
+/// answer still streams.
 async fn send_one(
     scenario: &Scenario,
     service: &Fallback<SimBedrock>,
@@ -379,7 +388,7 @@ async fn send_one(
     origin: Instant,
     outcomes: &Mutex<Collector>,
     issued: &AtomicUsize,
-) {
+) -> Duration {
     let started = Instant::now();
     issued.fetch_add(1, Ordering::Relaxed);
     let result = service
@@ -430,6 +439,7 @@ async fn send_one(
     if let Some(kept) = &mut collector.kept {
         kept.push(outcome);
     }
+    result.map_or(Duration::ZERO, |served| *served.response())
 }
 
 fn index_of(scenario: &Scenario, model: &str) -> usize {

@@ -53,6 +53,10 @@ struct Args {
     /// to the real output at its end, as Bedrock does.
     #[arg(long)]
     max_tokens: Option<u32>,
+    /// Answers stream: the latency columns become times to first token, and each answer goes on
+    /// streaming (its per-token time) while its user waits and the model counts it in flight.
+    #[arg(long)]
+    streaming: bool,
     /// Tokens of quota every output token burns on the primary (5 for some Claude models).
     #[arg(long)]
     output_burndown: Option<u32>,
@@ -185,6 +189,7 @@ fn main() -> Result<(), BoxError> {
             s.models[0].tokens_per_day = args.primary_tokens_per_day;
         }
         s.diurnal |= args.diurnal;
+        s.streaming |= args.streaming;
     }
     let probe_lease = args.probe_lease_ms.map(Duration::from_millis);
     if args.replicas_table {

@@ -79,15 +79,22 @@ struct State {
 pub(crate) struct SimBedrock {
     models: Arc<[SimModel]>,
     max_tokens: Option<u32>,
+    streaming: bool,
     state: Arc<Mutex<State>>,
 }
 
 impl SimBedrock {
     /// Must be created on the simulation's clock: quota buckets start full now.
-    pub(crate) fn new(models: &[SimModel], seed: u64, max_tokens: Option<u32>) -> Self {
+    pub(crate) fn new(
+        models: &[SimModel],
+        seed: u64,
+        max_tokens: Option<u32>,
+        streaming: bool,
+    ) -> Self {
         SimBedrock {
             models: models.into(),
             max_tokens,
+            streaming,
             state: Arc::new(Mutex::new(State {
                 quotas: models
                     .iter()
@@ -121,10 +128,12 @@ fn normal(rng: &mut StdRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
+/// A served call's answer: how long it still streams after the layer has it (zero unless the
+/// scenario streams).
 impl Service<ModelRequest<TokenCost>> for SimBedrock {
-    type Response = ();
+    type Response = Duration;
     type Error = StatusError;
-    type Future = Pin<Box<dyn Future<Output = Result<(), StatusError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Duration, StatusError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), StatusError>> {
         Poll::Ready(Ok(()))
@@ -183,36 +192,54 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
             } else {
                 Answer::Throttled
             };
+            // (Until the answer starts, the rest of it.) A stream starts after the base latency.
             let latency = match answer {
                 Answer::Served { .. } => {
                     let jitter = (model.latency_jitter * normal(&mut state.rng)).exp();
-                    let latency = (model.latency_base
-                        + model.latency_per_output_token * size.output)
-                        .mul_f64(jitter);
-                    load.map_or(latency, |load| latency.mul_f64(load))
+                    let scaled = |d: Duration| {
+                        let d = d.mul_f64(jitter);
+                        load.map_or(d, |load| d.mul_f64(load))
+                    };
+                    let output = model.latency_per_output_token * size.output;
+                    if self.streaming {
+                        (scaled(model.latency_base), scaled(output))
+                    } else {
+                        (scaled(model.latency_base + output), Duration::ZERO)
+                    }
                 }
-                Answer::Unavailable => model.latency_base,
-                Answer::Throttled | Answer::TooLarge => model.throttle_latency,
+                Answer::Unavailable => (model.latency_base, Duration::ZERO),
+                Answer::Throttled | Answer::TooLarge => (model.throttle_latency, Duration::ZERO),
             };
             state
                 .upstream
                 .record(Instant::now(), index, answer == Answer::Throttled);
-            (answer, latency.min(Duration::from_secs(300)))
+            let cap = Duration::from_secs(300);
+            (answer, (latency.0.min(cap), latency.1.min(cap)))
         };
         let in_flight = InFlight::start(&self.state, index);
         let state = self.state.clone();
+        let (first, rest) = latency;
         Box::pin(async move {
-            tokio::time::sleep(latency).await;
-            drop(in_flight);
+            tokio::time::sleep(first).await;
             match answer {
                 Answer::Served { charged, used } => {
-                    if charged != used {
-                        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                        state.quotas[index].settle(charged, used);
-                        let today = state.today[index] + u64::from(used);
-                        state.today[index] = today.saturating_sub(u64::from(charged));
+                    // The call stays in flight, and its tokens unsettled, until its answer ends.
+                    let ended = async move {
+                        tokio::time::sleep(rest).await;
+                        drop(in_flight);
+                        if charged != used {
+                            let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                            state.quotas[index].settle(charged, used);
+                            let today = state.today[index] + u64::from(used);
+                            state.today[index] = today.saturating_sub(u64::from(charged));
+                        }
+                    };
+                    if rest.is_zero() {
+                        ended.await;
+                    } else {
+                        tokio::spawn(ended);
                     }
-                    Ok(())
+                    Ok(rest)
                 }
                 Answer::TooLarge => Err(StatusError::new(400)
                     .with_code("ValidationException")

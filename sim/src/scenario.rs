@@ -94,6 +94,11 @@ pub struct Scenario {
     /// (times the model's burndown) with the input at the start and settles to the real output at
     /// the end; `None` charges the real output at the start.
     pub max_tokens: Option<u32>,
+    /// Whether answers stream (ConverseStream): the layer's attempt ends at the first token, after
+    /// the model's base latency, and the rest of the answer streams for its per-token time while
+    /// the user waits and the call stays in flight. The latency columns are then times to first
+    /// token.
+    pub streaming: bool,
     /// Request size mix.
     pub sizes: Vec<RequestSize>,
     /// Models in chain order: the first is the primary.
@@ -121,6 +126,7 @@ impl Scenario {
             arrivals_per_s: 0.0,
             diurnal: false,
             max_tokens: None,
+            streaming: false,
             sizes: vec![
                 RequestSize {
                     weight: 70,

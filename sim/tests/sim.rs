@@ -286,6 +286,35 @@ fn latency_grows_with_the_calls_in_flight_past_the_knee() {
 }
 
 #[test]
+fn streamed_answers_are_timed_to_their_first_token_and_read_to_their_end() {
+    let whole = sim::run(&ample(5, 60), PolicyKind::Adaptive, 5).unwrap();
+    let mut scenario = ample(5, 60);
+    scenario.streaming = true;
+    let streamed = sim::run(&scenario, PolicyKind::Adaptive, 5).unwrap();
+    // The first token comes after the base latency, long before the whole answer.
+    assert!(
+        streamed.mean_latency_s < whole.mean_latency_s * 0.5,
+        "{} vs {}",
+        streamed.mean_latency_s,
+        whole.mean_latency_s
+    );
+    // Users still read every answer to its end before they think again: as many requests.
+    let ratio = streamed.issued as f64 / whole.issued as f64;
+    assert!((0.97..1.03).contains(&ratio), "{ratio}");
+    // A stream keeps its model busy until its end: past the knee, first tokens come later.
+    for model in &mut scenario.models {
+        model.concurrency_knee = Some(2);
+    }
+    let loaded = sim::run(&scenario, PolicyKind::Adaptive, 5).unwrap();
+    assert!(
+        loaded.mean_latency_s > streamed.mean_latency_s * 1.3,
+        "{} vs {}",
+        loaded.mean_latency_s,
+        streamed.mean_latency_s
+    );
+}
+
+#[test]
 fn tokens_are_charged_at_the_output_budget_and_settled_to_what_was_used() {
     // A primary limited by tokens, not requests.
     let mut scenario = short(Scenario::default_scenario(), 10, 55);
