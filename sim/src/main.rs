@@ -124,7 +124,7 @@ fn main() -> Result<(), BoxError> {
         print!("{}", sim::sweep::table(&grid, &reports));
         eprintln!(
             "{} runs in {:.1} s",
-            grid.len() * 4,
+            reports.iter().map(Vec::len).sum::<usize>(),
             started.elapsed().as_secs_f64()
         );
         return Ok(());

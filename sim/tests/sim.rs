@@ -371,10 +371,23 @@ fn the_sweep_is_deterministic_whatever_the_threads() {
     let two = sim::sweep::run(&grid, 2).unwrap();
     assert_eq!(one, two);
     assert_eq!(one.len(), grid.len());
-    assert!(one.iter().all(|runs| runs.len() == PolicyKind::ALL.len()));
+    // Every policy, then the adaptive one on another seed, which differs.
+    assert!(
+        one.iter()
+            .all(|runs| runs.len() == PolicyKind::ALL.len() + 1)
+    );
+    let adaptive = PolicyKind::ALL
+        .iter()
+        .position(|p| *p == PolicyKind::Adaptive)
+        .unwrap();
+    assert!(
+        one.iter()
+            .all(|runs| runs[PolicyKind::ALL.len()].mean_latency_s != runs[adaptive].mean_latency_s)
+    );
     let table = sim::sweep::table(&grid, &one);
     assert_eq!(table, sim::sweep::table(&grid, &two));
     assert!(table.starts_with("8 workloads"), "{table}");
+    assert!(table.contains("| adaptive, another seed |"), "{table}");
     // Every worst case names a command that runs its workload alone.
     assert!(
         table.contains("cargo run --release -p tower-model-fallback-sim -- --scenario default")
