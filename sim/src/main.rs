@@ -106,6 +106,9 @@ struct Args {
     /// is at least as good as the adaptive policy, metric by metric, with the worst cases.
     #[arg(long)]
     sweep: bool,
+    /// Seeds per workload and policy in the sweep; the metrics compared are their means.
+    #[arg(long, default_value_t = 1)]
+    sweep_seeds: u64,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -117,7 +120,7 @@ struct Args {
 fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     if args.sweep {
-        let grid = sim::sweep::grid(args.minutes.unwrap_or(10));
+        let grid = sim::sweep::grid(args.minutes.unwrap_or(10), args.sweep_seeds);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let started = std::time::Instant::now();
         let reports = sim::sweep::run(&grid, threads)?;

@@ -27,8 +27,10 @@ pub struct Workload {
     pub token_accounting: bool,
     /// Simulated minutes.
     pub minutes: u64,
-    /// Seed.
+    /// The first seed.
     pub seed: u64,
+    /// Seeds each policy runs (`seed`, `seed + 10,000`, ...); the metrics compared are their means.
+    pub seeds: u64,
 }
 
 impl Workload {
@@ -52,7 +54,7 @@ impl Workload {
         scenario
     }
 
-    /// The command that runs it alone.
+    /// The command that runs it alone (on its first seed).
     pub fn command(&self) -> String {
         let mut command = format!(
             "cargo run --release -p tower-model-fallback-sim -- --scenario default --users {} \
@@ -71,8 +73,8 @@ impl Workload {
 
 /// The grid: users 10-300, think time 0.5-60 s, the primary's quota from starved to ample, buckets
 /// from half a second to a minute, with and without capacity throttles and token accounting:
-/// 5 x 4 x 3 x 3 x 2 x 2 = 720 workloads of `minutes` each, one seed each.
-pub fn grid(minutes: u64) -> Vec<Workload> {
+/// 5 x 4 x 3 x 3 x 2 x 2 = 720 workloads of `minutes` each, `seeds` seeds each.
+pub fn grid(minutes: u64, seeds: u64) -> Vec<Workload> {
     let mut grid = Vec::new();
     for users in [10, 30, 55, 100, 300] {
         for think_s in [0.5, 5.0, 20.0, 60.0] {
@@ -90,6 +92,7 @@ pub fn grid(minutes: u64) -> Vec<Workload> {
                                 token_accounting,
                                 minutes,
                                 seed,
+                                seeds: seeds.max(1),
                             });
                         }
                     }
@@ -103,50 +106,76 @@ pub fn grid(minutes: u64) -> Vec<Workload> {
 /// One metric of a report, and how much worse than the adaptive policy still counts as "as good".
 struct Metric {
     name: &'static str,
-    /// How much worse `policy` is than `adaptive` (positive: worse), in the metric's unit.
-    worse_by: fn(policy: &Report, adaptive: &Report) -> f64,
+    /// The metric of one run; a policy's value on a workload is the mean over its seeds.
+    value: fn(&Report) -> f64,
+    /// How much worse a policy's value is than the adaptive policy's (positive: worse), in the
+    /// metric's unit.
+    worse_by: fn(policy: f64, adaptive: f64) -> f64,
     tolerance: f64,
     unit: &'static str,
+}
+
+fn points(policy: f64, adaptive: f64) -> f64 {
+    (adaptive - policy) * 100.0
+}
+
+fn excess(policy: f64, adaptive: f64) -> f64 {
+    policy - adaptive
 }
 
 const METRICS: [Metric; 6] = [
     Metric {
         name: "primary share",
-        worse_by: |p, a| (a.primary_usage - p.primary_usage) * 100.0,
+        value: |r| r.primary_usage,
+        worse_by: points,
         tolerance: 0.5,
         unit: " points",
     },
     Metric {
         name: "success",
-        worse_by: |p, a| (a.success_rate - p.success_rate) * 100.0,
+        value: |r| r.success_rate,
+        worse_by: points,
         tolerance: 0.5,
         unit: " points",
     },
     Metric {
         name: "mean latency",
-        worse_by: |p, a| relative(p.mean_latency_s, a.mean_latency_s),
+        value: |r| r.mean_latency_s,
+        worse_by: relative,
         tolerance: 2.0,
         unit: "%",
     },
     Metric {
         name: "p99 latency",
-        worse_by: |p, a| relative(p.p99_latency_s, a.p99_latency_s),
+        value: |r| r.p99_latency_s,
+        worse_by: relative,
         tolerance: 2.0,
         unit: "%",
     },
     Metric {
         name: "throttled/request",
-        worse_by: |p, a| p.throttled_per_request - a.throttled_per_request,
+        value: |r| r.throttled_per_request,
+        worse_by: excess,
         tolerance: 0.001,
         unit: "",
     },
     Metric {
         name: "calls/request",
-        worse_by: |p, a| p.attempts_per_request - a.attempts_per_request,
+        value: |r| r.attempts_per_request,
+        worse_by: excess,
         tolerance: 0.001,
         unit: "",
     },
 ];
+
+impl Metric {
+    /// How much worse `policy`'s runs are than `adaptive`'s, their means compared.
+    fn worse(&self, policy: &Runs, adaptive: &Runs) -> f64 {
+        let mean =
+            |runs: &Runs| runs.iter().map(self.value).sum::<f64>() / runs.len().max(1) as f64;
+        (self.worse_by)(mean(policy), mean(adaptive))
+    }
+}
 
 /// How much larger `value` is than `base`, in percent.
 fn relative(value: f64, base: f64) -> f64 {
@@ -157,13 +186,18 @@ fn relative(value: f64, base: f64) -> f64 {
     }
 }
 
-/// What the adaptive policy's seed is moved by for the noise floor: the same policy on another seed.
+/// What the adaptive policy's seeds are moved by for the noise floor: the same policy, other seeds.
 const OTHER_SEED: u64 = 1_000_003;
+/// Between one seed of a workload and its next (grid seeds run from 1 to 720).
+const SEED_STRIDE: u64 = 10_000;
 
-/// Runs every policy on every workload of `grid` on `threads` threads; the reports, per workload in
-/// the order of [`PolicyKind::ALL`], then the adaptive policy once more on another seed (the noise
-/// floor of a one-seed comparison). The same grid gives the same reports, whatever `threads` is.
-pub fn run(grid: &[Workload], threads: usize) -> Result<Vec<Vec<Report>>, tower::BoxError> {
+/// One policy's reports on one workload, a report per seed.
+pub type Runs = Vec<Report>;
+
+/// Runs every policy on every workload of `grid` on `threads` threads; per workload, the runs in
+/// the order of [`PolicyKind::ALL`], then the adaptive policy once more on other seeds (the noise
+/// floor of the comparison). The same grid gives the same reports, whatever `threads` is.
+pub fn run(grid: &[Workload], threads: usize) -> Result<Vec<Vec<Runs>>, tower::BoxError> {
     // Workers take the next workload as they finish one, so a slow part of the grid is shared.
     let next = AtomicUsize::new(0);
     let results = std::thread::scope(|scope| {
@@ -177,12 +211,16 @@ pub fn run(grid: &[Workload], threads: usize) -> Result<Vec<Vec<Report>>, tower:
                             return done;
                         };
                         let scenario = workload.scenario();
-                        let other_seed = (PolicyKind::Adaptive, workload.seed + OTHER_SEED);
+                        let other_seeds = (PolicyKind::Adaptive, workload.seed + OTHER_SEED);
                         let reports = PolicyKind::ALL
                             .iter()
                             .map(|&policy| (policy, workload.seed))
-                            .chain([other_seed])
-                            .map(|(policy, seed)| super::run(&scenario, policy, seed))
+                            .chain([other_seeds])
+                            .map(|(policy, first)| {
+                                (0..workload.seeds)
+                                    .map(|k| super::run(&scenario, policy, first + k * SEED_STRIDE))
+                                    .collect::<Result<Runs, _>>()
+                            })
                             .collect::<Result<Vec<_>, _>>()
                             .map_err(|e| e.to_string());
                         done.push((index, reports));
@@ -199,7 +237,7 @@ pub fn run(grid: &[Workload], threads: usize) -> Result<Vec<Vec<Report>>, tower:
             })
             .collect::<Result<Vec<_>, _>>()
     })?;
-    let mut ordered: Vec<(usize, Result<Vec<Report>, String>)> =
+    let mut ordered: Vec<(usize, Result<Vec<Runs>, String>)> =
         results.into_iter().flatten().collect();
     ordered.sort_by_key(|(index, _)| *index);
     Ok(ordered
@@ -210,18 +248,20 @@ pub fn run(grid: &[Workload], threads: usize) -> Result<Vec<Vec<Report>>, tower:
 
 /// Per policy and metric: the share of workloads where the policy is at least as good as the
 /// adaptive policy within the metric's tolerance, and the worst case with its command. The last row
-/// compares the adaptive policy with itself on another seed: how often a policy no better and no
-/// worse passes, the ceiling a one-seed comparison can show.
-pub fn table(grid: &[Workload], reports: &[Vec<Report>]) -> String {
+/// compares the adaptive policy with itself on other seeds: how often a policy no better and no
+/// worse passes, the ceiling the comparison can show with this many seeds.
+pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
     let mut out = String::new();
     let adaptive = PolicyKind::ALL
         .iter()
         .position(|p| *p == PolicyKind::Adaptive)
         .unwrap_or(0);
+    let seeds = grid.first().map_or(1, |w| w.seeds);
     let _ = writeln!(
         out,
-        "{} workloads; share of them where each policy is at least as good as adaptive (tolerances: \
-         0.5 points of share and success, 2% of latency, 0.001 calls per request)\n",
+        "{} workloads, {seeds} seed(s) each; share of them where each policy is at least as good as \
+         adaptive, means over the seeds compared (tolerances: 0.5 points of share and success, 2% \
+         of latency, 0.001 calls per request)\n",
         grid.len()
     );
     let _ = write!(out, "| policy |");
@@ -236,7 +276,7 @@ pub fn table(grid: &[Workload], reports: &[Vec<Report>]) -> String {
         .enumerate()
         .filter(|(index, _)| *index != adaptive)
         .map(|(index, policy)| (index, policy.to_string()))
-        .chain([(PolicyKind::ALL.len(), "adaptive, another seed".to_string())]);
+        .chain([(PolicyKind::ALL.len(), "adaptive, other seeds".to_string())]);
     for (index, policy) in rows {
         let noise_floor = index == PolicyKind::ALL.len();
         let _ = write!(out, "| {policy} |");
@@ -245,7 +285,7 @@ pub fn table(grid: &[Workload], reports: &[Vec<Report>]) -> String {
             let mut good = 0;
             let mut worst: Option<(f64, usize)> = None;
             for (w, runs) in reports.iter().enumerate() {
-                let worse_by = (metric.worse_by)(&runs[index], &runs[adaptive]);
+                let worse_by = metric.worse(&runs[index], &runs[adaptive]);
                 if worse_by <= metric.tolerance {
                     good += 1;
                 } else {

@@ -365,29 +365,31 @@ fn a_daily_token_quota_runs_out() {
 
 #[test]
 fn the_sweep_is_deterministic_whatever_the_threads() {
-    let grid: Vec<_> = sim::sweep::grid(1).into_iter().step_by(97).collect();
+    let grid: Vec<_> = sim::sweep::grid(1, 2).into_iter().step_by(97).collect();
     assert_eq!(grid.len(), 8);
     let one = sim::sweep::run(&grid, 1).unwrap();
     let two = sim::sweep::run(&grid, 2).unwrap();
     assert_eq!(one, two);
     assert_eq!(one.len(), grid.len());
-    // Every policy, then the adaptive one on another seed, which differs.
+    // Every policy, then the adaptive one on other seeds, which differ; two seeds each.
     assert!(
         one.iter()
             .all(|runs| runs.len() == PolicyKind::ALL.len() + 1)
     );
+    assert!(one.iter().flatten().all(|seeds| seeds.len() == 2));
     let adaptive = PolicyKind::ALL
         .iter()
         .position(|p| *p == PolicyKind::Adaptive)
         .unwrap();
-    assert!(
-        one.iter()
-            .all(|runs| runs[PolicyKind::ALL.len()].mean_latency_s != runs[adaptive].mean_latency_s)
-    );
+    let other = PolicyKind::ALL.len();
+    assert!(one.iter().all(|runs| {
+        runs[other][0].mean_latency_s != runs[adaptive][0].mean_latency_s
+            && runs[adaptive][0].mean_latency_s != runs[adaptive][1].mean_latency_s
+    }));
     let table = sim::sweep::table(&grid, &one);
     assert_eq!(table, sim::sweep::table(&grid, &two));
     assert!(table.starts_with("8 workloads"), "{table}");
-    assert!(table.contains("| adaptive, another seed |"), "{table}");
+    assert!(table.contains("| adaptive, other seeds |"), "{table}");
     // Every worst case names a command that runs its workload alone.
     assert!(
         table.contains("cargo run --release -p tower-model-fallback-sim -- --scenario default")
