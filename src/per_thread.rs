@@ -6,7 +6,7 @@
 use thread_local::ThreadLocal;
 
 use crate::sync::AtomicU64;
-use crate::sync::Ordering::{self, Relaxed};
+use crate::sync::Ordering::{self, Acquire, Relaxed};
 
 /// One `T` per thread, made on the thread's first use; `iter` visits all of them.
 #[derive(Debug)]
@@ -99,10 +99,7 @@ impl PerThreadCounter {
 
     /// The total so far.
     pub(crate) fn sum(&self) -> u64 {
-        self.cells
-            .iter()
-            .map(|cell| cell.0.load(crate::sync::Ordering::Acquire))
-            .sum()
+        self.cells.iter().map(|cell| cell.0.load(Acquire)).sum()
     }
 }
 

@@ -128,9 +128,9 @@ fn normal(rng: &mut StdRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-/// A served call's answer: how long it still streams after the layer has it (zero unless the
-/// scenario streams).
 impl Service<ModelRequest<TokenCost>> for SimBedrock {
+    /// How long a served answer still streams after the layer has it (zero unless the scenario
+    /// streams).
     type Response = Duration;
     type Error = StatusError;
     type Future = Pin<Box<dyn Future<Output = Result<Duration, StatusError>> + Send>>;
@@ -192,7 +192,8 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
             } else {
                 Answer::Throttled
             };
-            // (Until the answer starts, the rest of it.) A stream starts after the base latency.
+            // How long until the answer reaches the layer, and how long it streams after that: a
+            // stream reaches it after the base latency.
             let latency = match answer {
                 Answer::Served { .. } => {
                     let jitter = (model.latency_jitter * normal(&mut state.rng)).exp();
@@ -225,7 +226,9 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
                 Answer::Served { charged, used } => {
                     // The call stays in flight, and its tokens unsettled, until its answer ends.
                     let ended = async move {
-                        tokio::time::sleep(rest).await;
+                        if !rest.is_zero() {
+                            tokio::time::sleep(rest).await;
+                        }
                         drop(in_flight);
                         if charged != used {
                             let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);

@@ -28,8 +28,8 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 /// model served is what its quota refilled, and that is the rate it can sustain.
 ///
 /// - A model starts *open*: every request may try it. The policy then costs one atomic load per
-///   request, like [`AdaptiveCooldown`](super::AdaptiveCooldown), and one atomic increment per
-///   success (it counts what each model served).
+///   request, like [`AdaptiveCooldown`](super::AdaptiveCooldown), and one count per success in a
+///   cell of the thread's own (it counts what each model served).
 /// - The first throttle starts *pacing*: new requests are admitted at 95 % (`margin`) of the rate
 ///   the model served lately (over its last 8 to 32 successes; with fewer, its mean rate since the
 ///   last measurement or the start, at least one per second),
@@ -95,7 +95,7 @@ struct Pace {
     /// Throttles counted so far; an attempt's ticket holds the value at its start. Written under
     /// `measure`.
     throttles: AtomicU64,
-    /// Successes so far, counted per core: one is counted on every success.
+    /// Successes so far, counted per thread: one is counted on every success.
     served: PerThreadCounter,
     /// Attempts started while the model was paced.
     admitted: AtomicU64,
