@@ -54,6 +54,18 @@ impl Workload {
         scenario
     }
 
+    /// The most requests per minute its users can send (one each think time, answers taking no
+    /// time) over the chain's request quotas together: an upper bound on the load.
+    pub fn request_load(&self) -> f64 {
+        let capacity: f64 = self
+            .scenario()
+            .models
+            .iter()
+            .map(|model| f64::from(model.quota.requests_per_minute))
+            .sum();
+        self.users as f64 * 60.0 / self.think_s / capacity.max(1.0)
+    }
+
     /// The command that runs it alone (on its first seed).
     pub fn command(&self) -> String {
         let mut command = format!(
@@ -318,5 +330,47 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
         );
     }
     let _ = writeln!(out, "\nWorst case per policy and metric:\n\n{worst_cases}");
+    capacity_allows(&mut out, grid, reports);
     out
+}
+
+/// Where capacity allows (no token accounting, buckets of at least 2 s, request load under 0.8),
+/// how often each policy answers at least 99.9% of requests, and its lowest success.
+fn capacity_allows(out: &mut String, grid: &[Workload], reports: &[Vec<Runs>]) {
+    let ample: Vec<usize> = (0..grid.len())
+        .filter(|&w| {
+            let workload = &grid[w];
+            !workload.token_accounting && workload.burst_s >= 2.0 && workload.request_load() < 0.8
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "Where capacity allows (no token accounting, buckets of at least 2 s, request load under \
+         0.8): {} workloads\n\n| policy | at least 99.9% success | lowest success |\n|---|---|---|",
+        ample.len()
+    );
+    for (index, policy) in PolicyKind::ALL.iter().enumerate() {
+        let success = |w: usize| {
+            let runs = &reports[w][index];
+            runs.iter().map(|r| r.success_rate).sum::<f64>() / runs.len().max(1) as f64
+        };
+        let met = ample.iter().filter(|&&w| success(w) >= 0.999).count();
+        let lowest = ample
+            .iter()
+            .map(|&w| (success(w), w))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let _ = write!(
+            out,
+            "| {policy} | {:.1}% |",
+            100.0 * met as f64 / ample.len().max(1) as f64
+        );
+        match lowest {
+            Some((rate, w)) => {
+                let _ = writeln!(out, " {:.2}%: `{}` |", rate * 100.0, grid[w].command());
+            }
+            None => {
+                let _ = writeln!(out, " - |");
+            }
+        }
+    }
 }

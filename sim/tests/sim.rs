@@ -390,6 +390,7 @@ fn the_sweep_is_deterministic_whatever_the_threads() {
     assert_eq!(table, sim::sweep::table(&grid, &two));
     assert!(table.starts_with("8 workloads"), "{table}");
     assert!(table.contains("| adaptive, other seeds |"), "{table}");
+    assert!(table.contains("Where capacity allows"), "{table}");
     // Every worst case names a command that runs its workload alone.
     assert!(
         table.contains("cargo run --release -p tower-model-fallback-sim -- --scenario default")
