@@ -24,7 +24,7 @@
 //! in_flight` holds in every snapshot.
 
 use crate::sync::AtomicU64;
-use crate::sync::Ordering::{Acquire, Relaxed, Release};
+use crate::sync::Ordering::{self, Acquire, Relaxed, Release};
 
 use crate::per_thread::{PerThread, bump};
 use crate::policy::CooldownPolicy;
@@ -89,17 +89,17 @@ impl Stats {
         self.shards.local_or(|| Shard::new(self.models))
     }
 
-    fn model(&self, model: usize, f: impl FnOnce(&ModelCounters) -> &AtomicU64) {
+    /// Counts one on a counter of `model` in this thread's shard: starts with `Relaxed`, ends with
+    /// `Release` (see the module docs).
+    fn model(&self, model: usize, order: Ordering, f: impl FnOnce(&ModelCounters) -> &AtomicU64) {
         if let Some(counters) = self.shard().models.get(model) {
-            bump(f(counters), Release);
+            bump(f(counters), order);
         }
     }
 
     /// A request that starts with an attempt on `model` right away.
     pub(crate) fn opened(&self, model: usize) {
-        if let Some(counters) = self.shard().models.get(model) {
-            bump(&counters.opened, Relaxed);
-        }
+        self.model(model, Relaxed, |c| &c.opened);
     }
     /// A request that does not start with an attempt right away (it waits, or fails first).
     pub(crate) fn request(&self) {
@@ -112,25 +112,23 @@ impl Stats {
         bump(&self.shard().cancelled, Release);
     }
     pub(crate) fn attempt(&self, model: usize) {
-        if let Some(counters) = self.shard().models.get(model) {
-            bump(&counters.attempts, Relaxed);
-        }
+        self.model(model, Relaxed, |c| &c.attempts);
     }
     /// A success also means the request was served by `model`.
     pub(crate) fn success(&self, model: usize) {
-        self.model(model, |c| &c.successes);
+        self.model(model, Release, |c| &c.successes);
     }
     pub(crate) fn throttle(&self, model: usize) {
-        self.model(model, |c| &c.throttles);
+        self.model(model, Release, |c| &c.throttles);
     }
     pub(crate) fn failure(&self, model: usize) {
-        self.model(model, |c| &c.failures);
+        self.model(model, Release, |c| &c.failures);
     }
     pub(crate) fn request_error(&self, model: usize) {
-        self.model(model, |c| &c.request_errors);
+        self.model(model, Release, |c| &c.request_errors);
     }
     pub(crate) fn attempt_cancelled(&self, model: usize) {
-        self.model(model, |c| &c.cancelled);
+        self.model(model, Release, |c| &c.cancelled);
     }
 
     /// The sum over shards of one counter of `model`.

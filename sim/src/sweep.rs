@@ -183,10 +183,13 @@ const METRICS: [Metric; 6] = [
 impl Metric {
     /// How much worse `policy`'s runs are than `adaptive`'s, their means compared.
     fn worse(&self, policy: &Runs, adaptive: &Runs) -> f64 {
-        let mean =
-            |runs: &Runs| runs.iter().map(self.value).sum::<f64>() / runs.len().max(1) as f64;
-        (self.worse_by)(mean(policy), mean(adaptive))
+        (self.worse_by)(mean(policy, self.value), mean(adaptive, self.value))
     }
+}
+
+/// The mean of `value` over `runs`.
+fn mean(runs: &Runs, value: fn(&Report) -> f64) -> f64 {
+    runs.iter().map(value).sum::<f64>() / runs.len().max(1) as f64
 }
 
 /// How much larger `value` is than `base`, in percent.
@@ -350,10 +353,7 @@ fn capacity_allows(out: &mut String, grid: &[Workload], reports: &[Vec<Runs>]) {
         ample.len()
     );
     for (index, policy) in PolicyKind::ALL.iter().enumerate() {
-        let success = |w: usize| {
-            let runs = &reports[w][index];
-            runs.iter().map(|r| r.success_rate).sum::<f64>() / runs.len().max(1) as f64
-        };
+        let success = |w: usize| mean(&reports[w][index], |r| r.success_rate);
         let met = ample.iter().filter(|&&w| success(w) >= 0.999).count();
         let lowest = ample
             .iter()
