@@ -84,6 +84,13 @@ struct Args {
     /// Chance that any model fails a call with a 503.
     #[arg(long)]
     server_errors: Option<f64>,
+    /// Chance that any model's admitted call hangs until its processing timeout and fails with a
+    /// 408 `ModelTimeoutException`.
+    #[arg(long)]
+    timeouts: Option<f64>,
+    /// How long a call that times out hangs first, in seconds (60 unless set).
+    #[arg(long)]
+    timeout_after_s: Option<f64>,
     /// Calls in flight at which every model's latency has doubled (it grows linearly with load).
     #[arg(long)]
     concurrency_knee: Option<u32>,
@@ -168,6 +175,13 @@ fn main() -> Result<(), BoxError> {
             }
             if let Some(rate) = args.server_errors {
                 model.server_error_rate = rate;
+            }
+            if let Some(rate) = args.timeouts {
+                model.timeout_rate = rate;
+            }
+            if let Some(after) = args.timeout_after_s {
+                model.timeout_after = Duration::try_from_secs_f64(after)
+                    .map_err(|e| format!("--timeout-after-s: {e}"))?;
             }
             if args.concurrency_knee.is_some() {
                 model.concurrency_knee = args.concurrency_knee;

@@ -188,7 +188,16 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
                 Answer::Unavailable
             } else if state.quotas[index].try_take(charged) {
                 state.today[index] += u64::from(charged);
-                Answer::Served { charged, used }
+                let timed_out =
+                    model.timeout_rate > 0.0 && state.rng.random::<f64>() < model.timeout_rate;
+                if timed_out {
+                    Answer::TimedOut {
+                        charged,
+                        used: size.input,
+                    }
+                } else {
+                    Answer::Served { charged, used }
+                }
             } else {
                 Answer::Throttled
             };
@@ -209,6 +218,7 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
                     }
                 }
                 Answer::Unavailable => (model.latency_base, Duration::ZERO),
+                Answer::TimedOut { .. } => (model.timeout_after, Duration::ZERO),
                 Answer::Throttled | Answer::TooLarge => (model.throttle_latency, Duration::ZERO),
             };
             state
@@ -230,12 +240,7 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
                             tokio::time::sleep(rest).await;
                         }
                         drop(in_flight);
-                        if charged != used {
-                            let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                            state.quotas[index].settle(charged, used);
-                            let today = state.today[index] + u64::from(used);
-                            state.today[index] = today.saturating_sub(u64::from(charged));
-                        }
+                        settle(&state, index, charged, used);
                     };
                     if rest.is_zero() {
                         ended.await;
@@ -253,8 +258,25 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
                 Answer::Unavailable => {
                     Err(StatusError::new(503).with_code("ServiceUnavailableException"))
                 }
+                Answer::TimedOut { charged, used } => {
+                    drop(in_flight);
+                    settle(&state, index, charged, used);
+                    Err(StatusError::new(408)
+                        .with_code("ModelTimeoutException")
+                        .with_message("Model has timed out in processing the request."))
+                }
             }
         })
+    }
+}
+
+/// Settles a call that charged `charged` tokens up front to the `used` it really used.
+fn settle(state: &Mutex<State>, index: usize, charged: u32, used: u32) {
+    if charged != used {
+        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.quotas[index].settle(charged, used);
+        let today = state.today[index] + u64::from(used);
+        state.today[index] = today.saturating_sub(u64::from(charged));
     }
 }
 
@@ -268,6 +290,11 @@ enum Answer {
     },
     Throttled,
     Unavailable,
+    /// Admitted, then hung until the model's processing timeout, having used only its input.
+    TimedOut {
+        charged: u32,
+        used: u32,
+    },
     /// Larger than the whole token bucket: never served.
     TooLarge,
 }

@@ -31,6 +31,12 @@ pub struct SimModel {
     /// Chance that a call fails with a 503 `ServiceUnavailableException` after the base latency,
     /// without charging the quota.
     pub server_error_rate: f64,
+    /// Chance that a call the quota admits runs into the model's processing timeout: it hangs for
+    /// `timeout_after` and then fails with a 408 `ModelTimeoutException`, having charged its request
+    /// and its input tokens.
+    pub timeout_rate: f64,
+    /// How long a call that times out hangs first.
+    pub timeout_after: Duration,
     /// How many tokens of quota each output token burns (Bedrock documents 5 for some Claude
     /// models); 1 for most.
     pub output_burndown: u32,
@@ -155,6 +161,8 @@ impl Scenario {
                     throttle_latency: ms(50),
                     capacity_throttle_rate: 0.0,
                     server_error_rate: 0.0,
+                    timeout_rate: 0.0,
+                    timeout_after: Duration::from_secs(60),
                     output_burndown: 1,
                     tokens_per_day: None,
                     concurrency_knee: None,
@@ -169,6 +177,8 @@ impl Scenario {
                     throttle_latency: ms(50),
                     capacity_throttle_rate: 0.0,
                     server_error_rate: 0.0,
+                    timeout_rate: 0.0,
+                    timeout_after: Duration::from_secs(60),
                     output_burndown: 1,
                     tokens_per_day: None,
                     concurrency_knee: None,
@@ -206,6 +216,8 @@ impl Scenario {
             throttle_latency: ms(50),
             capacity_throttle_rate: 0.0,
             server_error_rate: 0.0,
+            timeout_rate: 0.0,
+            timeout_after: Duration::from_secs(60),
             output_burndown: 1,
             tokens_per_day: None,
             concurrency_knee: None,
@@ -265,7 +277,11 @@ impl Scenario {
             return Err("the arrival rate must be a finite number, 0 or more".into());
         }
         for model in &self.models {
-            for rate in [model.capacity_throttle_rate, model.server_error_rate] {
+            for rate in [
+                model.capacity_throttle_rate,
+                model.server_error_rate,
+                model.timeout_rate,
+            ] {
                 if !(0.0..=1.0).contains(&rate) {
                     return Err(format!("{}: rates are chances from 0 to 1", model.id));
                 }

@@ -269,6 +269,23 @@ fn capacity_throttles_and_server_errors_happen_with_quota_to_spare() {
     assert_eq!(errors.success_rate, 1.0);
 }
 
+#[test]
+fn a_timed_out_call_hangs_then_moves_on_to_the_next_model() {
+    let calm = sim::run(&ample(5, 30), PolicyKind::Adaptive, 4).unwrap();
+    let mut scenario = ample(5, 30);
+    scenario.models[0].timeout_rate = 0.1;
+    scenario.models[0].timeout_after = Duration::from_secs(30);
+    let hung = sim::run(&scenario, PolicyKind::Adaptive, 4).unwrap();
+    // A 408 is not a throttle: the request waits out the hang, then the fallback answers it.
+    assert_eq!(hung.throttled_per_request, 0.0);
+    assert_eq!(hung.success_rate, 1.0);
+    assert!(hung.attempts_per_request > 1.05, "{hung:?}");
+    assert!(hung.p99_latency_s >= 30.0, "{hung:?}");
+    // One call in ten waits 30 s more than it would have.
+    let added = hung.mean_latency_s - calm.mean_latency_s;
+    assert!((2.0..4.5).contains(&added), "{added} s added");
+}
+
 /// `scenario` run with every model's latency doubled at two calls in flight, and its mean latency
 /// at least 1.3 times the mean latency of `idle` (the same scenario without the knee).
 fn assert_slower_past_the_knee(mut scenario: Scenario, idle: &sim::Report) {
