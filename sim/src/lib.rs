@@ -30,7 +30,6 @@ use tower_model_fallback::Fallback;
 use tower_model_fallback::ModelChain;
 use tower_model_fallback::ModelId;
 use tower_model_fallback::ModelRequest;
-use tower_model_fallback::TokenCost;
 use tower_model_fallback::cluster::{
     ClusterApplier, ClusterEvent, ClusterPolicy, Clustered, LeaseDue,
 };
@@ -45,7 +44,7 @@ mod report;
 mod scenario;
 pub mod sweep;
 
-use model::SimBedrock;
+use model::{SimBedrock, SimCall};
 use report::Tally;
 pub use report::{Outcome, Report, table};
 pub use scenario::{RequestSize, Scenario, Shape, SimModel, parse_sizes};
@@ -269,12 +268,7 @@ async fn simulate(
     let start = Instant::now();
     let chain = ModelChain::new(scenario.models.iter().map(|m| m.id.as_str()))?;
     // Every replica calls the same simulated Bedrock: one account, one quota.
-    let bedrock = SimBedrock::new(
-        &scenario.models,
-        seed,
-        scenario.max_tokens,
-        scenario.streaming,
-    );
+    let bedrock = SimBedrock::new(&scenario.models, scenario.max_tokens, scenario.streaming);
     let services: Vec<Fallback<SimBedrock>> = replica_layers(&chain, policy, replicas)?
         .iter()
         .map(|layer| tower::Layer::layer(layer, bedrock.clone()))
@@ -340,9 +334,12 @@ async fn user_loop(
         if Instant::now() >= until {
             return;
         }
-        let size = scenario.pick_size(rng.random::<f64>());
+        let call = SimCall {
+            size: scenario.pick_size(rng.random::<f64>()),
+            luck: rng.random(),
+        };
         // A streamed answer goes on after its first token; the user reads it to the end.
-        let streaming = send_one(&scenario, &service, size, origin, &outcomes, &issued).await;
+        let streaming = send_one(&scenario, &service, call, origin, &outcomes, &issued).await;
         tokio::time::sleep(streaming).await;
     }
 }
@@ -367,11 +364,14 @@ async fn open_loop(
         if Instant::now() >= end {
             break;
         }
-        let size = scenario.pick_size(rng.random::<f64>());
+        let call = SimCall {
+            size: scenario.pick_size(rng.random::<f64>()),
+            luck: rng.random(),
+        };
         let (scenario, outcomes, issued) = (scenario.clone(), outcomes.clone(), issued.clone());
         let service = services[arrival % services.len()].clone();
         running.spawn(async move {
-            send_one(&scenario, &service, size, origin, &outcomes, &issued).await;
+            send_one(&scenario, &service, call, origin, &outcomes, &issued).await;
         });
         // Finished requests leave the set, so a long run keeps only those in flight.
         while running.try_join_next().is_some() {}
@@ -379,12 +379,12 @@ async fn open_loop(
     while running.join_next().await.is_some() {}
 }
 
-/// Sends one request of `size` through `service` and records its outcome; returns how long its
+/// Sends one request, `call`, through `service` and records its outcome; returns how long its
 /// answer still streams.
 async fn send_one(
     scenario: &Scenario,
     service: &Fallback<SimBedrock>,
-    size: TokenCost,
+    call: SimCall,
     origin: Instant,
     outcomes: &Mutex<Collector>,
     issued: &AtomicUsize,
@@ -393,7 +393,7 @@ async fn send_one(
     issued.fetch_add(1, Ordering::Relaxed);
     let result = service
         .clone()
-        .oneshot(ModelRequest::new(size).with_cost(size))
+        .oneshot(ModelRequest::new(call).with_cost(call.size))
         .await;
     let failed = match &result {
         Ok(served) => served.failed_attempts(),

@@ -50,7 +50,8 @@ struct Args {
     #[arg(long)]
     burst_s: Option<f64>,
     /// The output budget every request declares: charged (times the burndown) at its start, settled
-    /// to the real output at its end, as Bedrock does.
+    /// to the real output at its end, as Bedrock does (the default scenario's is 2,048; 0 for none:
+    /// the real output is charged at the start).
     #[arg(long)]
     max_tokens: Option<u32>,
     /// Answers stream: the latency columns become times to first token, and each answer goes on
@@ -196,8 +197,8 @@ fn main() -> Result<(), BoxError> {
         if let Some(sizes) = &args.sizes {
             s.sizes = sim::parse_sizes(sizes)?;
         }
-        if args.max_tokens.is_some() {
-            s.max_tokens = args.max_tokens;
+        if let Some(budget) = args.max_tokens {
+            s.max_tokens = (budget > 0).then_some(budget);
         }
         if let Some(burndown) = args.output_burndown {
             s.models[0].output_burndown = burndown;

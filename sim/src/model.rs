@@ -68,7 +68,6 @@ struct State {
     /// Tokens charged today per model, and when the day started, for daily quotas.
     today: Vec<u64>,
     day_started: Instant,
-    rng: StdRng,
     upstream: Upstream,
     /// Calls in flight per model.
     in_flight: Vec<u32>,
@@ -87,7 +86,6 @@ impl SimBedrock {
     /// Must be created on the simulation's clock: quota buckets start full now.
     pub(crate) fn new(
         models: &[SimModel],
-        seed: u64,
         max_tokens: Option<u32>,
         streaming: bool,
     ) -> Self {
@@ -100,7 +98,6 @@ impl SimBedrock {
                     .iter()
                     .map(|m| QuotaState::with_burst(m.quota, m.burst))
                     .collect(),
-                rng: StdRng::seed_from_u64(seed),
                 upstream: Upstream::new(Instant::now()),
                 in_flight: vec![0; models.len()],
                 today: vec![0; models.len()],
@@ -128,7 +125,26 @@ fn normal(rng: &mut StdRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-impl Service<ModelRequest<TokenCost>> for SimBedrock {
+/// What a simulated request carries to the model: its size, and the seed of every random draw a
+/// model makes for it.
+///
+/// The draws belong to the request, not to the order calls reach the model: the same request on the
+/// same model is throttled, fails or takes as long under every policy, so two policies compared on
+/// one seed differ by what they decide rather than by the luck of the draws (common random numbers).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SimCall {
+    pub(crate) size: TokenCost,
+    pub(crate) luck: u64,
+}
+
+impl SimCall {
+    /// The draws of this request on the model at `index`.
+    fn draws(&self, index: usize) -> StdRng {
+        StdRng::seed_from_u64(self.luck ^ (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
+    }
+}
+
+impl Service<ModelRequest<SimCall>> for SimBedrock {
     /// How long a served answer still streams after the layer has it (zero unless the scenario
     /// streams).
     type Response = Duration;
@@ -139,7 +155,7 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: ModelRequest<TokenCost>) -> Self::Future {
+    fn call(&mut self, request: ModelRequest<SimCall>) -> Self::Future {
         let index = request
             .model()
             .and_then(|m| self.models.iter().position(|sim| sim.id == m.as_str()));
@@ -149,7 +165,8 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
             });
         };
         let model = &self.models[index];
-        let size = *request.body();
+        let size = request.body().size;
+        let mut draws = request.body().draws(index);
         let (answer, latency) = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let state = &mut *state;
@@ -159,10 +176,10 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
                 .concurrency_knee
                 .map(|knee| 1.0 + f64::from(state.in_flight[index]) / f64::from(knee));
             let capacity_throttle = model.capacity_throttle_rate > 0.0
-                && state.rng.random::<f64>() < model.capacity_throttle_rate * load.unwrap_or(1.0);
+                && draws.random::<f64>() < model.capacity_throttle_rate * load.unwrap_or(1.0);
             let unavailable = !capacity_throttle
                 && model.server_error_rate > 0.0
-                && state.rng.random::<f64>() < model.server_error_rate;
+                && draws.random::<f64>() < model.server_error_rate;
             // Charged up front: the input and the output budget; settled to the real output when
             // the answer ends.
             let budget = self.max_tokens.unwrap_or(size.output);
@@ -189,7 +206,7 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
             } else if state.quotas[index].try_take(charged) {
                 state.today[index] += u64::from(charged);
                 let timed_out =
-                    model.timeout_rate > 0.0 && state.rng.random::<f64>() < model.timeout_rate;
+                    model.timeout_rate > 0.0 && draws.random::<f64>() < model.timeout_rate;
                 if timed_out {
                     Answer::TimedOut {
                         charged,
@@ -205,7 +222,7 @@ impl Service<ModelRequest<TokenCost>> for SimBedrock {
             // stream reaches it after the base latency.
             let latency = match answer {
                 Answer::Served { .. } => {
-                    let jitter = (model.latency_jitter * normal(&mut state.rng)).exp();
+                    let jitter = (model.latency_jitter * normal(&mut draws)).exp();
                     let scaled = |d: Duration| {
                         let d = d.mul_f64(jitter);
                         load.map_or(d, |load| d.mul_f64(load))

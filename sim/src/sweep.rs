@@ -50,6 +50,8 @@ impl Workload {
         if self.token_accounting {
             scenario.max_tokens = Some(2_048);
             scenario.models[0].output_burndown = 5;
+        } else {
+            scenario.max_tokens = None;
         }
         scenario
     }
@@ -78,6 +80,8 @@ impl Workload {
         }
         if self.token_accounting {
             command.push_str(" --max-tokens 2048 --output-burndown 5");
+        } else {
+            command.push_str(" --max-tokens 0");
         }
         command
     }
