@@ -84,11 +84,7 @@ pub(crate) struct SimBedrock {
 
 impl SimBedrock {
     /// Must be created on the simulation's clock: quota buckets start full now.
-    pub(crate) fn new(
-        models: &[SimModel],
-        max_tokens: Option<u32>,
-        streaming: bool,
-    ) -> Self {
+    pub(crate) fn new(models: &[SimModel], max_tokens: Option<u32>, streaming: bool) -> Self {
         SimBedrock {
             models: models.into(),
             max_tokens,

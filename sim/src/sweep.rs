@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tower_model_fallback::policy::PolicyKind;
+use tower_model_fallback::testing::Quota;
 
 use super::{Report, Scenario};
 
@@ -25,6 +26,14 @@ pub struct Workload {
     /// Bedrock's token accounting with a 2,048-token budget and a 5x output burndown on the
     /// primary, or the real output charged at the start.
     pub token_accounting: bool,
+    /// Replicas of the service on the one quota, each with its own state.
+    pub replicas: usize,
+    /// Requests per second arriving on their own (Poisson) next to the users.
+    pub arrivals_per_s: f64,
+    /// Answers stream (the latency metrics are then times to first token).
+    pub streaming: bool,
+    /// The request-size mix, `WEIGHT:INPUT:OUTPUT,...`; the default scenario's unless set.
+    pub sizes: Option<&'static str>,
     /// Simulated minutes.
     pub minutes: u64,
     /// The first seed.
@@ -42,7 +51,7 @@ impl Workload {
         scenario.think_time = Duration::from_secs_f64(self.think_s);
         scenario.duration = Duration::from_secs(self.minutes * 60);
         let tpm = scenario.models[0].quota.tokens_per_minute;
-        scenario.models[0].quota = tower_model_fallback::testing::Quota::new(self.primary_rpm, tpm);
+        scenario.models[0].quota = Quota::new(self.primary_rpm, tpm);
         for model in &mut scenario.models {
             model.burst = Duration::from_secs_f64(self.burst_s);
             model.capacity_throttle_rate = self.capacity_throttles;
@@ -53,19 +62,43 @@ impl Workload {
         } else {
             scenario.max_tokens = None;
         }
+        scenario.arrivals_per_s = self.arrivals_per_s;
+        scenario.streaming = self.streaming;
+        if let Some(sizes) = self.sizes.and_then(|s| super::parse_sizes(s).ok()) {
+            scenario.sizes = sizes;
+        }
         scenario
     }
 
-    /// The most requests per minute its users can send (one each think time, answers taking no
-    /// time) over the chain's request quotas together: an upper bound on the load.
-    pub fn request_load(&self) -> f64 {
-        let capacity: f64 = self
-            .scenario()
-            .models
+    /// The replicas it runs on.
+    pub fn replicas(&self) -> super::Replicas {
+        super::Replicas::new(self.replicas, None)
+    }
+
+    /// An upper bound on the load: the most its users and arrivals can send (one request per user
+    /// per think time, answers taking no time) over the chain's quotas together, in requests or in
+    /// tokens (each request's input and real output), whichever is higher.
+    pub fn load(&self) -> f64 {
+        let scenario = self.scenario();
+        let per_minute = self.users as f64 * 60.0 / self.think_s + self.arrivals_per_s * 60.0;
+        let weights: f64 = scenario.sizes.iter().map(|s| f64::from(s.weight)).sum();
+        let tokens_per_request = scenario
+            .sizes
             .iter()
-            .map(|model| f64::from(model.quota.requests_per_minute))
-            .sum();
-        self.users as f64 * 60.0 / self.think_s / capacity.max(1.0)
+            .map(|s| f64::from(s.weight) * f64::from(s.input_tokens + s.output_tokens))
+            .sum::<f64>()
+            / weights.max(1.0);
+        let quota = |of: fn(&Quota) -> u32| -> f64 {
+            scenario
+                .models
+                .iter()
+                .map(|m| f64::from(of(&m.quota)))
+                .sum::<f64>()
+                .max(1.0)
+        };
+        let requests = per_minute / quota(|q| q.requests_per_minute);
+        let tokens = per_minute * tokens_per_request / quota(|q| q.tokens_per_minute);
+        requests.max(tokens)
     }
 
     /// The command that runs it alone (on its first seed).
@@ -83,13 +116,32 @@ impl Workload {
         } else {
             command.push_str(" --max-tokens 0");
         }
+        if self.replicas > 1 {
+            let _ = write!(command, " --replicas {}", self.replicas);
+        }
+        if self.arrivals_per_s > 0.0 {
+            let _ = write!(command, " --arrivals-per-s {}", self.arrivals_per_s);
+        }
+        if self.streaming {
+            command.push_str(" --streaming");
+        }
+        if let Some(sizes) = self.sizes {
+            let _ = write!(command, " --sizes {sizes}");
+        }
         command
     }
 }
 
+/// A mix of long requests next to the default scenario's (which is mostly short).
+pub const LONG_REQUESTS: &str = "60:2000:800,40:8000:2000";
+
 /// The grid: users 10-300, think time 0.5-60 s, the primary's quota from starved to ample, buckets
 /// from half a second to a minute, with and without capacity throttles and token accounting:
-/// 5 x 4 x 3 x 3 x 2 x 2 = 720 workloads of `minutes` each, `seeds` seeds each.
+/// 5 x 4 x 3 x 3 x 2 x 2 = 720 workloads of `minutes` each, `seeds` seeds each. Each workload also
+/// runs on one or three replicas, with or without 0.5 requests per second arriving on their own,
+/// streamed or whole answers, and the default or the long size mix: one of these 16 combinations,
+/// drawn for it by a fixed hash of its place in the grid (so each level is in about half the
+/// workloads, independently of the other dimensions).
 pub fn grid(minutes: u64, seeds: u64) -> Vec<Workload> {
     let mut grid = Vec::new();
     for users in [10, 30, 55, 100, 300] {
@@ -99,6 +151,7 @@ pub fn grid(minutes: u64, seeds: u64) -> Vec<Workload> {
                     for capacity_throttles in [0.0, 0.01] {
                         for token_accounting in [false, true] {
                             let seed = grid.len() as u64 + 1;
+                            let extra = mix(seed);
                             grid.push(Workload {
                                 users,
                                 think_s,
@@ -106,6 +159,10 @@ pub fn grid(minutes: u64, seeds: u64) -> Vec<Workload> {
                                 burst_s,
                                 capacity_throttles,
                                 token_accounting,
+                                replicas: if extra & 1 == 0 { 1 } else { 3 },
+                                arrivals_per_s: if extra & 2 == 0 { 0.0 } else { 0.5 },
+                                streaming: extra & 4 != 0,
+                                sizes: (extra & 8 != 0).then_some(LONG_REQUESTS),
                                 minutes,
                                 seed,
                                 seeds: seeds.max(1),
@@ -117,6 +174,14 @@ pub fn grid(minutes: u64, seeds: u64) -> Vec<Workload> {
         }
     }
     grid
+}
+
+/// SplitMix64's finaliser: a fixed hash whose low bits are evenly spread.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// One metric of a report, and how much worse than the adaptive policy still counts as "as good".
@@ -191,6 +256,38 @@ impl Metric {
     }
 }
 
+impl Metric {
+    /// Whether `policy` is worse than `adaptive` by more than the tolerance, beyond the noise: the
+    /// differences seed by seed (both policies ran the same seeds, so each pair shares its users'
+    /// draws), in a one-sided paired t-test at 95%. One seed shows nothing.
+    fn shown_worse(&self, policy: &Runs, adaptive: &Runs) -> bool {
+        let differences: Vec<f64> = policy
+            .iter()
+            .zip(adaptive)
+            .map(|(p, a)| (self.worse_by)((self.value)(p), (self.value)(a)))
+            .collect();
+        let n = differences.len();
+        if n < 2 {
+            return false;
+        }
+        let mean = differences.iter().sum::<f64>() / n as f64;
+        let variance = differences.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        mean - self.tolerance > t_95(n - 1) * (variance / n as f64).sqrt()
+    }
+}
+
+/// The one-sided 95% quantile of Student's t with `df` degrees of freedom (exact to three places up
+/// to 10, then the first Cornish-Fisher term, within 0.3% of it).
+fn t_95(df: usize) -> f64 {
+    const TABLE: [f64; 10] = [
+        6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812,
+    ];
+    TABLE
+        .get(df.wrapping_sub(1))
+        .copied()
+        .unwrap_or(1.645 + 1.524 / df as f64)
+}
+
 /// The mean of `value` over `runs`.
 fn mean(runs: &Runs, value: fn(&Report) -> f64) -> f64 {
     runs.iter().map(value).sum::<f64>() / runs.len().max(1) as f64
@@ -237,7 +334,15 @@ pub fn run(grid: &[Workload], threads: usize) -> Result<Vec<Vec<Runs>>, tower::B
                             .chain([other_seeds])
                             .map(|(policy, first)| {
                                 (0..workload.seeds)
-                                    .map(|k| super::run(&scenario, policy, first + k * SEED_STRIDE))
+                                    .map(|k| {
+                                        let seed = first + k * SEED_STRIDE;
+                                        super::run_replicated(
+                                            &scenario,
+                                            policy,
+                                            seed,
+                                            workload.replicas(),
+                                        )
+                                    })
                                     .collect::<Result<Runs, _>>()
                             })
                             .collect::<Result<Vec<_>, _>>()
@@ -268,7 +373,8 @@ pub fn run(grid: &[Workload], threads: usize) -> Result<Vec<Vec<Runs>>, tower::B
 /// Per policy and metric: the share of workloads where the policy is at least as good as the
 /// adaptive policy within the metric's tolerance, and the worst case with its command. The last row
 /// compares the adaptive policy with itself on other seeds: how often a policy no better and no
-/// worse passes, the ceiling the comparison can show with this many seeds.
+/// worse passes, the ceiling the comparison can show with this many seeds. With two seeds or more,
+/// a paired test follows: where each policy is shown worse than the adaptive one.
 pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
     let mut out = String::new();
     let adaptive = PolicyKind::ALL
@@ -290,13 +396,7 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
     let _ = writeln!(out, " all six |");
     let _ = writeln!(out, "|---|{}---|", "---|".repeat(METRICS.len()));
     let mut worst_cases = String::new();
-    let rows = PolicyKind::ALL
-        .iter()
-        .enumerate()
-        .filter(|(index, _)| *index != adaptive)
-        .map(|(index, policy)| (index, policy.to_string()))
-        .chain([(PolicyKind::ALL.len(), "adaptive, other seeds".to_string())]);
-    for (index, policy) in rows {
+    for (index, policy) in rows(adaptive) {
         let noise_floor = index == PolicyKind::ALL.len();
         let _ = write!(out, "| {policy} |");
         let mut all_good = vec![true; grid.len()];
@@ -314,11 +414,7 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
                     worst = Some((worse_by, w));
                 }
             }
-            let _ = write!(
-                out,
-                " {:.1}% |",
-                100.0 * good as f64 / grid.len().max(1) as f64
-            );
+            let _ = write!(out, " {:.1}% |", share(good, grid.len()));
             if let Some((by, w)) = worst.filter(|_| !noise_floor) {
                 let _ = writeln!(
                     worst_cases,
@@ -330,30 +426,80 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
             }
         }
         let all = all_good.iter().filter(|g| **g).count();
-        let _ = writeln!(
-            out,
-            " {:.1}% |",
-            100.0 * all as f64 / grid.len().max(1) as f64
-        );
+        let _ = writeln!(out, " {:.1}% |", share(all, grid.len()));
     }
     let _ = writeln!(out, "\nWorst case per policy and metric:\n\n{worst_cases}");
+    if seeds >= 2 {
+        paired(&mut out, grid, reports, adaptive);
+    }
     capacity_allows(&mut out, grid, reports);
     out
 }
 
-/// Where capacity allows (no token accounting, buckets of at least 2 s, request load under 0.8),
-/// how often each policy answers at least 99.9% of requests, and its lowest success.
+/// Per policy and metric, the share of workloads where the policy is not shown worse than the
+/// adaptive policy by more than the tolerance (see [`Metric::shown_worse`]). The last row, the
+/// adaptive policy against itself on other seeds, should pass about 95% per metric: the test's
+/// false alarms.
+fn paired(out: &mut String, grid: &[Workload], reports: &[Vec<Runs>], adaptive: usize) {
+    let _ = writeln!(
+        out,
+        "Paired test: share of workloads where each policy is not shown worse than adaptive by \
+         more than the tolerance (seed by seed differences, one-sided t-test at 95%)\n"
+    );
+    let _ = write!(out, "| policy |");
+    for metric in &METRICS {
+        let _ = write!(out, " {} |", metric.name);
+    }
+    let _ = writeln!(out, " all six |\n|---|{}---|", "---|".repeat(METRICS.len()));
+    for (index, policy) in rows(adaptive) {
+        let _ = write!(out, "| {policy} |");
+        let mut none_worse = vec![true; grid.len()];
+        for metric in &METRICS {
+            let mut passed = 0;
+            for (w, runs) in reports.iter().enumerate() {
+                if metric.shown_worse(&runs[index], &runs[adaptive]) {
+                    none_worse[w] = false;
+                } else {
+                    passed += 1;
+                }
+            }
+            let _ = write!(out, " {:.1}% |", share(passed, grid.len()));
+        }
+        let all = none_worse.iter().filter(|ok| **ok).count();
+        let _ = writeln!(out, " {:.1}% |", share(all, grid.len()));
+    }
+    let _ = writeln!(out);
+}
+
+/// The rows of the comparison: every policy but the adaptive one (index into a workload's runs,
+/// name), then the adaptive one on other seeds.
+fn rows(adaptive: usize) -> impl Iterator<Item = (usize, String)> {
+    PolicyKind::ALL
+        .iter()
+        .enumerate()
+        .filter(move |(index, _)| *index != adaptive)
+        .map(|(index, policy)| (index, policy.to_string()))
+        .chain([(PolicyKind::ALL.len(), "adaptive, other seeds".to_string())])
+}
+
+/// `part` of `whole`, in percent.
+fn share(part: usize, whole: usize) -> f64 {
+    100.0 * part as f64 / whole.max(1) as f64
+}
+
+/// Where capacity allows (no token accounting, buckets of at least 2 s, a [`Workload::load`] under
+/// 0.8), how often each policy answers at least 99.9% of requests, and its lowest success.
 fn capacity_allows(out: &mut String, grid: &[Workload], reports: &[Vec<Runs>]) {
     let ample: Vec<usize> = (0..grid.len())
         .filter(|&w| {
             let workload = &grid[w];
-            !workload.token_accounting && workload.burst_s >= 2.0 && workload.request_load() < 0.8
+            !workload.token_accounting && workload.burst_s >= 2.0 && workload.load() < 0.8
         })
         .collect();
     let _ = writeln!(
         out,
-        "Where capacity allows (no token accounting, buckets of at least 2 s, request load under \
-         0.8): {} workloads\n\n| policy | at least 99.9% success | lowest success |\n|---|---|---|",
+        "Where capacity allows (no token accounting, buckets of at least 2 s, load under 0.8 in \
+         requests and in tokens): {} workloads\n\n| policy | at least 99.9% success | lowest success |\n|---|---|---|",
         ample.len()
     );
     for (index, policy) in PolicyKind::ALL.iter().enumerate() {
@@ -363,11 +509,7 @@ fn capacity_allows(out: &mut String, grid: &[Workload], reports: &[Vec<Runs>]) {
             .iter()
             .map(|&w| (success(w), w))
             .min_by(|a, b| a.0.total_cmp(&b.0));
-        let _ = write!(
-            out,
-            "| {policy} | {:.1}% |",
-            100.0 * met as f64 / ample.len().max(1) as f64
-        );
+        let _ = write!(out, "| {policy} | {:.1}% |", share(met, ample.len()));
         match lowest {
             Some((rate, w)) => {
                 let _ = writeln!(out, " {:.2}%: `{}` |", rate * 100.0, grid[w].command());

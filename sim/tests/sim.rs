@@ -424,11 +424,41 @@ fn the_sweep_is_deterministic_whatever_the_threads() {
     assert_eq!(table, sim::sweep::table(&grid, &two));
     assert!(table.starts_with("8 workloads"), "{table}");
     assert!(table.contains("| adaptive, other seeds |"), "{table}");
+    assert!(table.contains("Paired test"), "two seeds each: {table}");
     assert!(table.contains("Where capacity allows"), "{table}");
     // Every worst case names a command that runs its workload alone.
     assert!(
         table.contains("cargo run --release -p tower-model-fallback-sim -- --scenario default")
     );
+}
+
+#[test]
+fn the_grid_spans_replicas_arrivals_streaming_and_sizes_evenly() {
+    let grid = sim::sweep::grid(10, 1);
+    assert_eq!(grid.len(), 720);
+    let half = |count: usize| (300..420).contains(&count);
+    let levels = [
+        grid.iter().filter(|w| w.replicas > 1).count(),
+        grid.iter().filter(|w| w.arrivals_per_s > 0.0).count(),
+        grid.iter().filter(|w| w.streaming).count(),
+        grid.iter().filter(|w| w.sizes.is_some()).count(),
+    ];
+    assert!(levels.into_iter().all(half), "{levels:?}");
+    // Independently of the base grid: with and without token accounting alike.
+    let streamed_with_tokens = grid
+        .iter()
+        .filter(|w| w.streaming && w.token_accounting)
+        .count();
+    assert!(
+        (140..220).contains(&streamed_with_tokens),
+        "{streamed_with_tokens}"
+    );
+    // A workload's command runs that workload.
+    let workload = grid.iter().find(|w| w.replicas > 1 && w.streaming).unwrap();
+    let command = workload.command();
+    assert!(command.contains("--replicas 3") && command.contains("--streaming"));
+    assert!(workload.scenario().streaming);
+    assert_eq!(workload.replicas().count, 3);
 }
 
 #[test]
