@@ -352,6 +352,46 @@ fn near(value: f64, want: f64) -> bool {
     (value - want).abs() < want * 0.01
 }
 
+/// Two fresh throttles of an open model at once: the second paces it.
+fn start_pacing(policy: &PacedCooldown, model: usize) -> Duration {
+    assert_eq!(throttle(policy, model), Duration::ZERO, "a lone throttle");
+    throttle(policy, model)
+}
+
+#[tokio::test(start_paused = true)]
+async fn paced_leaves_a_lone_throttle_open_and_paces_on_the_next_one() {
+    let policy = PacedCooldown::new(chain());
+    serve(&policy, A, 32, Duration::from_millis(100)).await;
+    // One throttle: as likely the provider's capacity as an empty bucket. Still open.
+    assert_eq!(throttle(&policy, A), Duration::ZERO);
+    assert_eq!(policy.pace(A), None);
+    assert_eq!(policy.hint(A, None), Hint::Available);
+    // A straggler that started before it is not a second one.
+    let straggler = AttemptInfo::new(A, tower_model_fallback::policy::Ticket::new(0), None);
+    policy.on_throttle(&straggler, None);
+    assert_eq!(policy.pace(A), None);
+
+    // Another fresh throttle 31 s later is alone again; one 29 s after that paces.
+    serve(&policy, A, 31, secs(1)).await;
+    assert_eq!(throttle(&policy, A), Duration::ZERO);
+    serve(&policy, A, 29, secs(1)).await;
+    assert!(throttle(&policy, A) > Duration::ZERO);
+    assert!(policy.pace(A).is_some());
+
+    // Once open again (a quiet minute), a throttle within 2 minutes of the last paced one paces
+    // at once: the model is known to run at its quota. After that, a lone one is alone again.
+    advance(secs(63)).await;
+    assert_eq!(policy.hint(A, None), Hint::Available);
+    assert_eq!(policy.pace(A), None);
+    serve(&policy, A, 10, secs(1)).await;
+    assert!(throttle(&policy, A) > Duration::ZERO);
+    advance(secs(63)).await;
+    assert_eq!(policy.hint(A, None), Hint::Available);
+    advance(secs(121)).await;
+    assert_eq!(throttle(&policy, A), Duration::ZERO);
+    assert_eq!(policy.pace(A), None);
+}
+
 #[tokio::test(start_paused = true)]
 async fn paced_admits_at_the_rate_the_model_served_before_its_first_throttle() {
     let policy = PacedCooldown::new(chain());
@@ -360,7 +400,7 @@ async fn paced_admits_at_the_rate_the_model_served_before_its_first_throttle() {
     assert_eq!(policy.hint(A, None), Hint::Available);
 
     // It served 10 per second: from now on 95% of that, starting one interval after the throttle.
-    let hold = throttle(&policy, A);
+    let hold = start_pacing(&policy, A);
     assert!(near(policy.pace(A).unwrap(), 9.5), "{:?}", policy.pace(A));
     assert!(near(hold.as_secs_f64(), 1.0 / 9.5), "{hold:?}");
     assert!(matches!(policy.hint(A, None), Hint::Cooling { remaining } if remaining == hold));
@@ -380,7 +420,7 @@ async fn paced_judges_a_model_that_was_quiet_until_a_moment_ago_by_the_busy_mome
     // One success every 10 s for about five minutes, then ten in one second, then a throttle.
     serve(&policy, A, 32, secs(10)).await;
     serve(&policy, A, 10, Duration::from_millis(100)).await;
-    throttle(&policy, A);
+    start_pacing(&policy, A);
     assert!(near(policy.pace(A).unwrap(), 9.5), "{:?}", policy.pace(A));
 }
 
@@ -391,7 +431,7 @@ async fn paced_takes_an_early_throttle_at_the_mean_rate_served_so_far() {
     let policy = PacedCooldown::new(chain());
     serve(&policy, A, 7, Duration::from_millis(400)).await;
     advance(Duration::from_millis(200)).await;
-    throttle(&policy, A);
+    start_pacing(&policy, A);
     assert!(
         near(policy.pace(A).unwrap(), 0.95 * 7.0 / 3.0),
         "{:?}",
@@ -401,7 +441,7 @@ async fn paced_takes_an_early_throttle_at_the_mean_rate_served_so_far() {
     // A throttle before any success: one per second, the floor.
     let policy = PacedCooldown::new(chain());
     advance(secs(3)).await;
-    throttle(&policy, A);
+    start_pacing(&policy, A);
     assert!(near(policy.pace(A).unwrap(), 0.95), "{:?}", policy.pace(A));
 }
 
@@ -409,7 +449,7 @@ async fn paced_takes_an_early_throttle_at_the_mean_rate_served_so_far() {
 async fn paced_measures_the_refill_between_throttles() {
     let policy = PacedCooldown::new(chain());
     serve(&policy, A, 32, Duration::from_millis(100)).await;
-    throttle(&policy, A);
+    start_pacing(&policy, A);
 
     // The quota really refills 2 per second: 20 served in the 10 s up to the next throttle.
     serve(&policy, A, 20, Duration::from_millis(500)).await;
@@ -438,7 +478,7 @@ async fn paced_measures_the_refill_between_throttles() {
 async fn paced_opens_again_after_a_quiet_minute_unless_it_is_holding_requests_back() {
     let policy = PacedCooldown::new(chain());
     serve(&policy, A, 32, Duration::from_millis(500)).await;
-    throttle(&policy, A);
+    start_pacing(&policy, A);
     assert!(near(policy.pace(A).unwrap(), 1.9), "{:?}", policy.pace(A));
 
     // Demand above the pace for 70 s: still paced, whatever the time since the throttle.
@@ -497,7 +537,7 @@ async fn paced_admission_is_exact_under_concurrent_callers() {
     use std::sync::Arc;
     let policy = Arc::new(PacedCooldown::new(chain()));
     serve(&*policy, A, 32, Duration::from_millis(100)).await;
-    throttle(&*policy, A);
+    start_pacing(&policy, A);
     // The pace (9.5 per second) refills its whole 2 s burst; the clock then stands still.
     advance(secs(5)).await;
     let interval = 1.0 / policy.pace(A).unwrap();

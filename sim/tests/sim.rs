@@ -58,50 +58,42 @@ fn the_default_scenario_ranks_the_policies_as_documented() {
     );
 }
 
-/// `better` is no worse than `than` on any metric of the table, and keeps more of the primary.
-/// Success is compared as the mean over seeds 1-8: where demand exceeds every model's quota
-/// (big-burst) it is bound by capacity, and single seeds differ by a tenth of a point either way.
-fn no_worse_and_more_primary(better: &sim::Report, than: &sim::Report) {
-    assert!(better.primary_usage > than.primary_usage, "{better:?}");
-    let scenario = Scenario::all()
-        .into_iter()
-        .find(|s| s.name == better.scenario)
-        .unwrap();
-    let mean_success = |policy| {
-        (1..=8)
-            .map(|seed| sim::run(&scenario, policy, seed).unwrap().success_rate)
-            .sum::<f64>()
-            / 8.0
-    };
-    assert!(
-        mean_success(better.policy) >= mean_success(than.policy),
-        "{better:?}"
-    );
-    assert!(better.mean_latency_s <= than.mean_latency_s, "{better:?}");
-    assert!(better.p99_latency_s <= than.p99_latency_s, "{better:?}");
-    assert!(
-        better.recovery_s.unwrap() <= than.recovery_s.unwrap(),
-        "{better:?}"
-    );
-    assert!(
-        better.attempts_per_request <= than.attempts_per_request,
-        "{better:?}"
-    );
-    assert!(
-        better.throttled_per_request <= than.throttled_per_request,
-        "{better:?}"
-    );
+/// The means over seeds 1-8 of each metric of the table, for `policy` on `scenario`. Single seeds
+/// differ by about as much as the policies do on some metrics (a tenth of a point of success on
+/// big-burst, a thousandth of a throttled call per request on default).
+fn means(scenario: &Scenario, policy: PolicyKind) -> [f64; 7] {
+    let runs: Vec<sim::Report> = (1..=8)
+        .map(|seed| sim::run(scenario, policy, seed).unwrap())
+        .collect();
+    let mean = |metric: fn(&sim::Report) -> f64| runs.iter().map(metric).sum::<f64>() / 8.0;
+    [
+        // Higher is better for the first two; the sign makes every column lower-is-better.
+        -mean(|r| r.primary_usage),
+        -mean(|r| r.success_rate),
+        mean(|r| r.mean_latency_s),
+        mean(|r| r.p99_latency_s),
+        mean(|r| r.recovery_s.unwrap_or(0.0)),
+        mean(|r| r.attempts_per_request),
+        mean(|r| r.throttled_per_request),
+    ]
 }
 
 #[test]
 fn paced_beats_adaptive_on_every_metric_of_every_scenario() {
     for scenario in Scenario::all() {
-        let adaptive = sim::run(&scenario, PolicyKind::Adaptive, 1).unwrap();
-        let paced = sim::run(&scenario, PolicyKind::Paced, 1).unwrap();
-        no_worse_and_more_primary(&paced, &adaptive);
-        if scenario.name == "default" {
-            assert!(paced.primary_usage >= 0.9, "{paced:?}");
-            assert!(paced.success_rate >= 0.999, "{paced:?}");
+        let paced = means(&scenario, PolicyKind::Paced);
+        let adaptive = means(&scenario, PolicyKind::Adaptive);
+        assert!(
+            paced[0] < adaptive[0],
+            "{}: more of the primary",
+            scenario.name
+        );
+        for (column, (p, a)) in paced.iter().zip(&adaptive).enumerate() {
+            assert!(
+                p <= a,
+                "{}, column {column}: {paced:?} vs {adaptive:?}",
+                scenario.name
+            );
         }
     }
 }
@@ -170,14 +162,15 @@ proptest! {
 fn a_flood_of_requests_gets_no_more_from_a_paced_primary_than_its_quota_refills() {
     // About 4,000 requests per second for 10 s against a primary that holds 60 requests and refills
     // one per second: at most 70 answers, and few throttles on the way. Most of those few are the
-    // requests of the first 20 ms, sent before any throttle came back.
+    // requests of the first 40 ms: sent before the first throttle came back (20 ms), and before a
+    // second showed that the first was not a lone one.
     let mut flood = Scenario::flood();
     flood.duration = Duration::from_secs(10);
     let paced = sim::run(&flood, PolicyKind::Paced, 1).unwrap();
     let throttled = paced.throttled_per_request * paced.requests as f64;
     assert!(paced.requests > 30_000, "{paced:?}");
     assert!(paced.served_by_primary <= 70, "{paced:?}");
-    assert!(throttled < 400.0, "{throttled} throttled calls: {paced:?}");
+    assert!(throttled < 500.0, "{throttled} throttled calls: {paced:?}");
     assert_eq!(paced.success_rate, 1.0);
 }
 

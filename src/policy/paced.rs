@@ -18,6 +18,10 @@ const MIN_COUNT: u64 = 8;
 /// How fast the pace creeps up between throttles, per second, relative to the measured rate: it
 /// finds quota that grew (or that other clients stopped using) without overrunning it often.
 const RISE_PER_SECOND: f64 = 0.002;
+/// An open model's throttle paces it only when another fresh one came this soon before it.
+const SUSPICION: Duration = Duration::from_secs(30);
+/// ... or when the model was throttled while paced this recently: it is known to run at its quota.
+const MEMORY: Duration = Duration::from_secs(120);
 /// Throttles closer together than this are too close to measure a rate from.
 const MIN_WINDOW: Duration = Duration::from_secs(5);
 
@@ -30,7 +34,12 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 /// - A model starts *open*: every request may try it. The policy then costs one atomic load per
 ///   request, like [`AdaptiveCooldown`](super::AdaptiveCooldown), and one count per success in a
 ///   cell of the thread's own (it counts what each model served).
-/// - The first throttle starts *pacing*: new requests are admitted at 95 % (`margin`) of the rate
+/// - A lone throttle leaves an open model open: it is as likely the provider's on-demand capacity
+///   as an empty bucket, and pacing a model with quota to spare would hold back part of its demand
+///   for a minute. A throttle is not alone when another fresh one came within 30 s, when the
+///   model was paced within the last 2 minutes (it runs at its quota), or when it carries a
+///   retry-after.
+/// - Such a throttle starts *pacing*: new requests are admitted at 95 % (`margin`) of the rate
 ///   the model served lately (over its last 8 to 32 successes; with fewer, its mean rate since the
 ///   last measurement or the start, at least one per second),
 ///   with a burst of up to `burst` (2 s) of that rate; the rest go to the next model at once. The
@@ -114,6 +123,9 @@ struct Measure {
     rejected: u64,
     /// `(time, served)` every `MARK_EVERY` successes, in two slots, for the first measurement.
     marks: [(u64, u64); 2],
+    /// When the latest fresh throttle of the open model came, and the latest that paced it.
+    open_throttle: Option<u64>,
+    paced_throttle: Option<u64>,
 }
 
 impl Pace {
@@ -298,6 +310,24 @@ impl PacedCooldown {
             }
             return self.cooldown_remaining(attempt.model).unwrap_or_default();
         }
+        let next_ticket = ticket.wrapping_add(1);
+        // A lone throttle of an open model is as likely the provider's capacity as an empty
+        // bucket: pacing the model for it would hold back a model with quota to spare (at light
+        // load, at about its demand rate for a minute). Another fresh throttle soon after, or one
+        // soon after the model was last paced, is the bucket.
+        let within = |at: Option<u64>, span: Duration| {
+            at.is_some_and(|at| now.saturating_sub(at) <= nanos(span))
+        };
+        if !paced {
+            let previous = measure.open_throttle.replace(now);
+            let lone = !within(previous, SUSPICION) && !within(measure.paced_throttle, MEMORY);
+            if lone && hinted == 0 {
+                // The model stays open; this throttle is the evidence if another fresh one follows.
+                pace.throttles.store(next_ticket, Ordering::Release);
+                return Duration::ZERO;
+            }
+        }
+        measure.paced_throttle = Some(now);
         let served = pace.served.sum();
         let admitted = pace.admitted.load(Ordering::Acquire);
         let (_, measured_at) = pace.rate.load();
@@ -332,7 +362,6 @@ impl PacedCooldown {
             }
             None
         };
-        let next_ticket = ticket.wrapping_add(1);
         if let Some(rate) = measured {
             pace.rate.store((rate * self.margin).max(0.01), now);
             measure.served_then = served;
