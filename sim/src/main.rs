@@ -114,7 +114,8 @@ struct Args {
     /// is at least as good as the adaptive policy, metric by metric, with the worst cases.
     #[arg(long)]
     sweep: bool,
-    /// Seeds per workload and policy in the sweep; the metrics compared are their means.
+    /// Seeds per workload and policy in the sweep; the metrics compared are their means, and with two
+    /// or more a paired test shows where each policy is worse beyond the noise.
     #[arg(long, default_value_t = 1)]
     sweep_seeds: u64,
     /// Print JSON instead of the table.
