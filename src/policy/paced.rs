@@ -36,9 +36,9 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 ///   cell of the thread's own (it counts what each model served).
 /// - A lone throttle leaves an open model open: it is as likely the provider's on-demand capacity
 ///   as an empty bucket, and pacing a model with quota to spare would hold back part of its demand
-///   for a minute. A throttle is not alone when another fresh one came within 30 s, when the
-///   model was paced within the last 2 minutes (it runs at its quota), or when it carries a
-///   retry-after.
+///   for a minute. A throttle is not alone when another fresh one came within 30 s, when a
+///   throttle paced the model within the last 2 minutes (it runs at its quota), or when it carries
+///   a retry-after. Shared through a cluster, a lone throttle reaches the other replicas as one too.
 /// - Such a throttle starts *pacing*: new requests are admitted at 95 % (`margin`) of the rate
 ///   the model served lately (over its last 8 to 32 successes; with fewer, its mean rate since the
 ///   last measurement or the start, at least one per second),
