@@ -146,13 +146,20 @@ fn probing_admits_one_probe_per_expiry() {
     });
 }
 
+/// Two fresh throttles of the open model A: a lone one leaves it open, the second paces it.
+fn start_pacing(policy: &PacedCooldown) {
+    for _ in 0..2 {
+        let attempt = begin(policy);
+        policy.on_throttle(&attempt, None);
+    }
+}
+
 #[test]
 fn paced_readers_never_see_half_a_measurement() {
     loom::model(|| {
         at_secs(0.0);
         let policy = Arc::new(PacedCooldown::new(chain()));
-        let attempt = begin(&*policy);
-        policy.on_throttle(&attempt, None);
+        start_pacing(&policy);
         at_secs(10.0);
         let p = policy.clone();
         let reader = thread::spawn(move || p.pace(A));
@@ -174,8 +181,7 @@ fn paced_admits_exactly_what_it_has() {
     loom::model(|| {
         at_secs(0.0);
         let policy = Arc::new(PacedCooldown::new(chain()));
-        let attempt = begin(&*policy);
-        policy.on_throttle(&attempt, None);
+        start_pacing(&policy);
         // One interval (1 / 0.95 s) later the pace has one admission to give.
         at_secs(1.1);
         let p = policy.clone();

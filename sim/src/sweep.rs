@@ -382,11 +382,17 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
         .position(|p| *p == PolicyKind::Adaptive)
         .unwrap_or(0);
     let seeds = grid.first().map_or(1, |w| w.seeds);
+    // Where no policy served a single request, every policy looks the same: nothing to compare.
+    let compared: Vec<usize> = (0..reports.len())
+        .filter(|&w| reports[w].iter().flatten().any(|report| report.served > 0))
+        .collect();
     let _ = writeln!(
         out,
-        "{} workloads, {seeds} seed(s) each; share of them where each policy is at least as good as \
-         adaptive, means over the seeds compared (tolerances: 0.5 points of share and success, 2% \
-         of latency, 0.001 calls per request)\n",
+        "{} of {} workloads compared (in the others no policy served a request), {seeds} seed(s) \
+         each; share of them where each policy is at least as good as adaptive, means over the \
+         seeds compared (tolerances: 0.5 points of share and success, 2% of latency, 0.001 calls \
+         per request)\n",
+        compared.len(),
         grid.len()
     );
     let _ = write!(out, "| policy |");
@@ -403,7 +409,8 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
         for metric in &METRICS {
             let mut good = 0;
             let mut worst: Option<(f64, usize)> = None;
-            for (w, runs) in reports.iter().enumerate() {
+            for &w in &compared {
+                let runs = &reports[w];
                 let worse_by = metric.worse(&runs[index], &runs[adaptive]);
                 if worse_by <= metric.tolerance {
                     good += 1;
@@ -414,7 +421,7 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
                     worst = Some((worse_by, w));
                 }
             }
-            let _ = write!(out, " {:.1}% |", share(good, grid.len()));
+            let _ = write!(out, " {:.1}% |", share(good, compared.len()));
             if let Some((by, w)) = worst.filter(|_| !noise_floor) {
                 let _ = writeln!(
                     worst_cases,
@@ -425,12 +432,12 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
                 );
             }
         }
-        let all = all_good.iter().filter(|g| **g).count();
-        let _ = writeln!(out, " {:.1}% |", share(all, grid.len()));
+        let all = compared.iter().filter(|&&w| all_good[w]).count();
+        let _ = writeln!(out, " {:.1}% |", share(all, compared.len()));
     }
     let _ = writeln!(out, "\nWorst case per policy and metric:\n\n{worst_cases}");
     if seeds >= 2 {
-        paired(&mut out, grid, reports, adaptive);
+        paired(&mut out, &compared, reports, adaptive);
     }
     capacity_allows(&mut out, grid, reports);
     out
@@ -440,7 +447,7 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
 /// adaptive policy by more than the tolerance (see [`Metric::shown_worse`]). The last row, the
 /// adaptive policy against itself on other seeds, should pass about 95% per metric: the test's
 /// false alarms.
-fn paired(out: &mut String, grid: &[Workload], reports: &[Vec<Runs>], adaptive: usize) {
+fn paired(out: &mut String, compared: &[usize], reports: &[Vec<Runs>], adaptive: usize) {
     let _ = writeln!(
         out,
         "Paired test: share of workloads where each policy is not shown worse than adaptive by \
@@ -453,20 +460,21 @@ fn paired(out: &mut String, grid: &[Workload], reports: &[Vec<Runs>], adaptive: 
     let _ = writeln!(out, " all six |\n|---|{}---|", "---|".repeat(METRICS.len()));
     for (index, policy) in rows(adaptive) {
         let _ = write!(out, "| {policy} |");
-        let mut none_worse = vec![true; grid.len()];
+        let mut none_worse = vec![true; reports.len()];
         for metric in &METRICS {
             let mut passed = 0;
-            for (w, runs) in reports.iter().enumerate() {
+            for &w in compared {
+                let runs = &reports[w];
                 if metric.shown_worse(&runs[index], &runs[adaptive]) {
                     none_worse[w] = false;
                 } else {
                     passed += 1;
                 }
             }
-            let _ = write!(out, " {:.1}% |", share(passed, grid.len()));
+            let _ = write!(out, " {:.1}% |", share(passed, compared.len()));
         }
-        let all = none_worse.iter().filter(|ok| **ok).count();
-        let _ = writeln!(out, " {:.1}% |", share(all, grid.len()));
+        let all = compared.iter().filter(|&&w| none_worse[w]).count();
+        let _ = writeln!(out, " {:.1}% |", share(all, compared.len()));
     }
     let _ = writeln!(out);
 }

@@ -415,7 +415,8 @@ fn the_sweep_is_deterministic_whatever_the_threads() {
     );
     let table = sim::sweep::table(&grid, &one);
     assert_eq!(table, sim::sweep::table(&grid, &two));
-    assert!(table.starts_with("8 workloads"), "{table}");
+    // Two of them (0.5 s buckets, a 5x burndown) take no request under any policy: left out.
+    assert!(table.starts_with("6 of 8 workloads compared"), "{table}");
     assert!(table.contains("| adaptive, other seeds |"), "{table}");
     assert!(table.contains("Paired test"), "two seeds each: {table}");
     assert!(table.contains("Where capacity allows"), "{table}");
