@@ -395,12 +395,7 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
         compared.len(),
         grid.len()
     );
-    let _ = write!(out, "| policy |");
-    for metric in &METRICS {
-        let _ = write!(out, " {} |", metric.name);
-    }
-    let _ = writeln!(out, " all six |");
-    let _ = writeln!(out, "|---|{}---|", "---|".repeat(METRICS.len()));
+    header(&mut out);
     let mut worst_cases = String::new();
     for (index, policy) in rows(adaptive) {
         let noise_floor = index == PolicyKind::ALL.len();
@@ -453,11 +448,7 @@ fn paired(out: &mut String, compared: &[usize], reports: &[Vec<Runs>], adaptive:
         "Paired test: share of workloads where each policy is not shown worse than adaptive by \
          more than the tolerance (seed by seed differences, one-sided t-test at 95%)\n"
     );
-    let _ = write!(out, "| policy |");
-    for metric in &METRICS {
-        let _ = write!(out, " {} |", metric.name);
-    }
-    let _ = writeln!(out, " all six |\n|---|{}---|", "---|".repeat(METRICS.len()));
+    header(out);
     for (index, policy) in rows(adaptive) {
         let _ = write!(out, "| {policy} |");
         let mut none_worse = vec![true; reports.len()];
@@ -477,6 +468,15 @@ fn paired(out: &mut String, compared: &[usize], reports: &[Vec<Runs>], adaptive:
         let _ = writeln!(out, " {:.1}% |", share(all, compared.len()));
     }
     let _ = writeln!(out);
+}
+
+/// The head of a table with a column per metric and one for all of them.
+fn header(out: &mut String) {
+    let _ = write!(out, "| policy |");
+    for metric in &METRICS {
+        let _ = write!(out, " {} |", metric.name);
+    }
+    let _ = writeln!(out, " all six |\n|---|{}---|", "---|".repeat(METRICS.len()));
 }
 
 /// The rows of the comparison: every policy but the adaptive one (index into a workload's runs,
