@@ -77,6 +77,9 @@ where
             .deadline()
             .map(|deadline| Box::pin(sleep_until(deadline)));
         let mut plan = Plan::new(shared, request);
+        // The common request, its first model available, goes straight to its call and is counted
+        // with its attempt; the rest are counted before anything could end them. (Folding the two
+        // into one match on `Step` measured 7-9 ns more per call in the happy-path benchmark.)
         let state = match plan.first_pick() {
             Some(Pick::Available(model)) => {
                 plan.open(model);
