@@ -17,7 +17,7 @@ const MARK_EVERY: u64 = 16;
 const MIN_COUNT: u64 = 8;
 /// How fast the pace creeps up between throttles, per second, relative to the measured rate: it
 /// finds quota that grew (or that other clients stopped using) without overrunning it often.
-const RISE_PER_SECOND: f64 = 0.002;
+const RISE_PER_SECOND: f64 = 0.001;
 /// An open model's throttle paces it only when another fresh one came this soon before it.
 const SUSPICION: Duration = Duration::from_secs(30);
 /// ... or when the model was throttled while paced this recently: it is known to run at its quota.
@@ -46,12 +46,14 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 ///   admission is a lock-free cell-rate check (one compare-and-swap per admitted request).
 /// - Every later throttle resynchronises the pace (the bucket is empty now) and, when it comes at
 ///   least 5 s after the previous measurement, measures the rate again: what the model served
-///   between the two, per second. A throttle sooner than that is still evidence: the quota refilled
-///   at most one request more than the model served since the measurement, so the pace drops to that
-///   bound when it is lower. A first estimate taken from a burst (a full bucket drained in
-///   milliseconds) is therefore corrected within a few throttles instead of flooding the model until
-///   the next measurement. Between throttles the pace creeps up by 0.2 % of the rate per second, so
-///   capacity that grows is found.
+///   between the two, per second. When the pace was admitting at its rate up to the throttle, that
+///   served rate is a lower bound of the refill (the pace capped it) and the pace an upper one (the
+///   bucket ran dry at it): the measurement is their midpoint. A throttle sooner than 5 s is still
+///   evidence: the quota refilled at most one request more than the model served since the
+///   measurement, so the pace drops to that bound when it is lower. A first estimate taken from a
+///   burst (a full bucket drained in milliseconds) is therefore corrected within a few throttles
+///   instead of flooding the model until the next measurement. Between throttles the pace creeps
+///   up by 0.1 % of the rate per second, so capacity that grows is found.
 /// - A model that has not been throttled for `quiet` (60 s) and whose pace is not holding requests
 ///   back goes back to open.
 /// - Only a *fresh* throttle counts: attempts that started before the latest throttle say nothing
@@ -341,9 +343,20 @@ impl PacedCooldown {
                 (count as f64 / seconds(window).max(1.0)).max(1.0)
             }))
         } else if window >= nanos(MIN_WINDOW) {
-            // The bucket was empty at both throttles: what was served in between is its refill.
+            // The bucket was empty at both throttles: what was served in between is its refill,
+            // less what a full bucket could not hold while demand ran below the pace.
             let count = served.saturating_sub(measure.served_then);
-            Some(count as f64 / seconds(window))
+            let served_rate = count as f64 / seconds(window);
+            // A pace that was admitting at its rate (its next admission is due later than now)
+            // ran faster than the refill: the refill lies between the two. Taking the served rate
+            // alone, a window could never measure more than the pace that limited it, and each
+            // measurement would lower the pace by the margin until demand dipped.
+            let admitting_at_pace = pace.due.load(Ordering::Acquire) > now;
+            Some(if admitting_at_pace {
+                served_rate.max((served_rate + self.rate(pace, now)) / 2.0)
+            } else {
+                served_rate
+            })
         } else {
             if window > 0 {
                 // Too soon to measure, but the quota refilled at most one request more than it
