@@ -165,12 +165,14 @@ fn paced_readers_never_see_half_a_measurement() {
         let reader = thread::spawn(move || p.pace(A));
         let later = begin(&*policy);
         policy.on_throttle(&later, None);
-        // The reader saw the first pace (1/s x 0.95, crept up 2 % in 10 s) or the second (nothing
-        // served in 10 s: the floor, 0.01/s): never one measurement's rate with the other's time.
+        // The reader saw the first pace (1/s x 0.95, crept up 1 % in 10 s) or the second (nothing
+        // served in 10 s: halfway down to zero, times the margin): never one measurement's rate
+        // with the other's time, which would be the first rate uncrept or the second crept.
         let seen = reader.join().ok().flatten();
-        let first = 0.95 * (1.0 + 0.002 * 10.0);
+        let first = 0.95 * (1.0 + 0.001 * 10.0);
+        let second = 0.95 * first / 2.0;
         assert!(
-            seen.is_some_and(|rate| (rate - first).abs() < 1e-9 || (rate - 0.01).abs() < 1e-9),
+            seen.is_some_and(|rate| (rate - first).abs() < 1e-9 || (rate - second).abs() < 1e-9),
             "{seen:?}"
         );
     });

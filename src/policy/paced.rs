@@ -45,15 +45,16 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 ///   with a burst of up to `burst` (2 s) of that rate; the rest go to the next model at once. The
 ///   admission is a lock-free cell-rate check (one compare-and-swap per admitted request).
 /// - Every later throttle resynchronises the pace (the bucket is empty now) and, when it comes at
-///   least 5 s after the previous measurement, measures the rate again: what the model served
-///   between the two, per second. When the pace was admitting at its rate up to the throttle, that
-///   served rate is a lower bound of the refill (the pace capped it) and the pace an upper one (the
-///   bucket ran dry at it): the measurement is their midpoint. A throttle sooner than 5 s is still
-///   evidence: the quota refilled at most one request more than the model served since the
-///   measurement, so the pace drops to that bound when it is lower. A first estimate taken from a
-///   burst (a full bucket drained in milliseconds) is therefore corrected within a few throttles
-///   instead of flooding the model until the next measurement. Between throttles the pace creeps
-///   up by 0.1 % of the rate per second, so capacity that grows is found.
+///   least 5 s after the previous measurement, measures the rate again. What the model served
+///   between the two, per second, is a lower bound of the refill (the pace or the demand capped
+///   it), and the pace is an upper one when it drained the bucket: the measurement is their
+///   midpoint (the served rate when that is higher), so a pace moves at most halfway down on one
+///   window. A throttle sooner than 5 s is still evidence: the quota refilled at most one request
+///   more than the model served since the measurement, so the pace drops to that bound when it is
+///   lower. A first estimate taken from a burst (a full bucket drained in milliseconds) is
+///   therefore corrected within a few throttles instead of flooding the model until the next
+///   measurement. Between throttles the pace creeps up by 0.1 % of the rate per second, so
+///   capacity that grows is found.
 /// - A model that has not been throttled for `quiet` (60 s) and whose pace is not holding requests
 ///   back goes back to open.
 /// - Only a *fresh* throttle counts: attempts that started before the latest throttle say nothing
@@ -344,19 +345,14 @@ impl PacedCooldown {
             }))
         } else if window >= nanos(MIN_WINDOW) {
             // The bucket was empty at both throttles: what was served in between is its refill,
-            // less what a full bucket could not hold while demand ran below the pace.
+            // less what a full bucket could not hold while demand ran below the pace, so at least
+            // the served rate. Where the pace drained the bucket, the refill is below the pace;
+            // where demand or a burst did, one window says only the lower bound. Either way the
+            // estimate moves halfway down: taken alone, the served rate could never measure more
+            // than the pace that capped it, and each measurement would lower the pace by the margin.
             let count = served.saturating_sub(measure.served_then);
             let served_rate = count as f64 / seconds(window);
-            // A pace that was admitting at its rate (its next admission is due later than now)
-            // ran faster than the refill: the refill lies between the two. Taking the served rate
-            // alone, a window could never measure more than the pace that limited it, and each
-            // measurement would lower the pace by the margin until demand dipped.
-            let admitting_at_pace = pace.due.load(Ordering::Acquire) > now;
-            Some(if admitting_at_pace {
-                served_rate.max((served_rate + self.rate(pace, now)) / 2.0)
-            } else {
-                served_rate
-            })
+            Some(served_rate.max((served_rate + self.rate(pace, now)) / 2.0))
         } else {
             if window > 0 {
                 // Too soon to measure, but the quota refilled at most one request more than it
