@@ -35,9 +35,10 @@
 //!
 //! Leases are off by default because the simulator finds them a loss for the adaptive policy: with
 //! events reaching the others within milliseconds, the first probe's throttle already stops the
-//! other replicas' probes, so leases save no throttled calls (0.0081 against 0.0083 per request on
-//! the default scenario, 4 replicas, seeds 1-8) but cost the primary's share while the others wait
-//! for the probe's answer (85.9% against 83.1%); `docs/simulator.md` has the table and the command.
+//! other replicas' probes, so leases save no throttled calls (0.0097 with them, 0.0096 without, per
+//! request on the default scenario, 4 replicas, seeds 1-8) but cost the primary's share while the
+//! others wait for the probe's answer (80.5% against 82.8%); `docs/simulator.md` has the table and
+//! the command.
 //! They pay off where a probe is expensive in itself, or where events are slow to arrive.
 //!
 //! Not shared: [`PacedCooldown`](crate::policy::PacedCooldown)'s pace (it is its own probe
