@@ -358,6 +358,14 @@ fn start_pacing(policy: &PacedCooldown, model: usize) -> Duration {
     throttle(policy, model)
 }
 
+/// A policy whose model A served 32 requests, one every `every`, and was then paced.
+async fn paced_after_serving(every: Duration) -> PacedCooldown {
+    let policy = PacedCooldown::new(chain());
+    serve(&policy, A, 32, every).await;
+    start_pacing(&policy, A);
+    policy
+}
+
 #[tokio::test(start_paused = true)]
 async fn paced_leaves_a_lone_throttle_open_and_paces_on_the_next_one() {
     let policy = PacedCooldown::new(chain());
@@ -447,9 +455,7 @@ async fn paced_takes_an_early_throttle_at_the_mean_rate_served_so_far() {
 
 #[tokio::test(start_paused = true)]
 async fn paced_measures_the_refill_between_throttles() {
-    let policy = PacedCooldown::new(chain());
-    serve(&policy, A, 32, Duration::from_millis(100)).await;
-    start_pacing(&policy, A);
+    let policy = paced_after_serving(Duration::from_millis(100)).await;
 
     // The quota really refills 2 per second: 20 served in each 10 s up to the next throttle. What
     // was served is a lower bound only (demand may have been lower), so each window moves the
@@ -483,9 +489,7 @@ async fn paced_measures_the_refill_between_throttles() {
 
 #[tokio::test(start_paused = true)]
 async fn paced_measures_between_what_was_served_and_the_pace_that_drained_the_bucket() {
-    let policy = PacedCooldown::new(chain());
-    serve(&policy, A, 32, Duration::from_millis(100)).await;
-    start_pacing(&policy, A);
+    let policy = paced_after_serving(Duration::from_millis(100)).await;
     assert!(near(policy.pace(A).unwrap(), 9.5), "{:?}", policy.pace(A));
 
     // Demand above the pace for 10 s: it admits about 96 requests; 60 of them have answered when
@@ -522,9 +526,7 @@ async fn paced_measures_between_what_was_served_and_the_pace_that_drained_the_bu
 
 #[tokio::test(start_paused = true)]
 async fn paced_opens_again_after_a_quiet_minute_unless_it_is_holding_requests_back() {
-    let policy = PacedCooldown::new(chain());
-    serve(&policy, A, 32, Duration::from_millis(500)).await;
-    start_pacing(&policy, A);
+    let policy = paced_after_serving(Duration::from_millis(500)).await;
     assert!(near(policy.pace(A).unwrap(), 1.9), "{:?}", policy.pace(A));
 
     // Demand above the pace for 70 s: still paced, whatever the time since the throttle.

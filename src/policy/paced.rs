@@ -344,12 +344,9 @@ impl PacedCooldown {
                 (count as f64 / seconds(window).max(1.0)).max(1.0)
             }))
         } else if window >= nanos(MIN_WINDOW) {
-            // The bucket was empty at both throttles: what was served in between is its refill,
-            // less what a full bucket could not hold while demand ran below the pace, so at least
-            // the served rate. Where the pace drained the bucket, the refill is below the pace;
-            // where demand or a burst did, one window says only the lower bound. Either way the
-            // estimate moves halfway down: taken alone, the served rate could never measure more
-            // than the pace that capped it, and each measurement would lower the pace by the margin.
+            // The served rate is a lower bound of the refill, the pace an upper one when it drained
+            // the bucket. Taken alone, the served rate could never exceed the pace that capped it,
+            // and each measurement would lower the pace by the margin.
             let count = served.saturating_sub(measure.served_then);
             let served_rate = count as f64 / seconds(window);
             Some(served_rate.max((served_rate + self.rate(pace, now)) / 2.0))
