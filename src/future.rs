@@ -281,8 +281,12 @@ fn pick(
 struct Plan<B, C> {
     shared: Arc<Handle<C>>,
     request: ModelRequest<B>,
-    /// Chain indexes already attempted.
+    /// Chain indexes already attempted in this pass.
     tried: u64,
+    /// Attempts admitted over every pass.
+    attempts: u32,
+    /// The pass under way, from 1.
+    pass: u32,
     max_attempts: u32,
     failed: Trail,
     /// The admitted attempt (picked, perhaps still waiting for readiness, or running): chain index
@@ -308,6 +312,8 @@ impl<B: Clone, C> Plan<B, C> {
             shared,
             request,
             tried: 0,
+            attempts: 0,
+            pass: 1,
             max_attempts,
             failed: Trail::Empty,
             current: None,
@@ -335,11 +341,13 @@ impl<B: Clone, C> Plan<B, C> {
         {
             return Step::Finish(self.deadline_passed());
         }
-        let tried = self.tried.count_ones();
-        if tried >= self.max_attempts || tried as usize >= self.shared.chain.len() {
+        if self.attempts >= self.max_attempts {
             return Step::Finish(self.exhausted());
         }
-        if tried > 0
+        if self.tried != 0 && self.pass_done() {
+            return self.next_pass();
+        }
+        if self.attempts > 0
             && let Some(budget) = &self.shared.retry_budget
             && !budget.withdraw()
         {
@@ -370,6 +378,57 @@ impl<B: Clone, C> Plan<B, C> {
             },
         };
         self.step_for(picked)
+    }
+
+    /// The chain indexes of the request's route: what a pass walks through.
+    fn candidates(&self) -> impl Iterator<Item = usize> + '_ {
+        let chain = &self.shared.chain;
+        let (all, listed, pinned) = match self.request.route() {
+            Route::Chain => (Some(0..chain.len()), None, None),
+            Route::Order(models) => {
+                let listed = models.iter().filter_map(|m| chain.index_of(m.as_str()));
+                (None, Some(listed), None)
+            }
+            Route::Pinned(model) => (None, None, chain.index_of(model.as_str())),
+        };
+        all.into_iter()
+            .flatten()
+            .chain(listed.into_iter().flatten())
+            .chain(pinned)
+    }
+
+    /// Whether every candidate has been tried in this pass.
+    fn pass_done(&self) -> bool {
+        self.candidates()
+            .all(|model| self.tried & (1 << model) != 0)
+    }
+
+    /// Every candidate failed this pass: wait, then start the next one, if passes are left and it
+    /// can start before the deadline.
+    fn next_pass(&mut self) -> Step {
+        if self.pass >= self.shared.passes {
+            return Step::Finish(self.exhausted());
+        }
+        let doublings = (self.pass - 1).min(16);
+        let backoff = self.shared.pass_backoff.saturating_mul(1 << doublings);
+        let policy = &*self.shared.policy;
+        let soonest = self.candidates().filter_map(|m| policy.reopens_in(m)).min();
+        let wait = soonest.map_or(backoff, |soonest| soonest.min(backoff));
+        if self
+            .request
+            .deadline()
+            .is_some_and(|deadline| Instant::now() + wait >= deadline)
+        {
+            return Step::Finish(self.exhausted());
+        }
+        self.pass += 1;
+        self.tried = 0;
+        tracing::debug!(
+            pass = self.pass,
+            wait_ms = wait.as_millis() as u64,
+            "every candidate failed; waiting for the next pass"
+        );
+        Step::Wait(wait)
     }
 
     /// What to do with the model `pick` chose (hints may hand out capacity, so a pick is never
@@ -424,6 +483,7 @@ impl<B: Clone, C> Plan<B, C> {
         let ticket = self.policy().on_attempt(model, self.request.cost());
         self.current = Some((model, ticket));
         self.tried |= 1 << model;
+        self.attempts += 1;
     }
 
     /// Calls `service`, which was polled ready, for the admitted attempt on `model`.

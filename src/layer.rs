@@ -1,6 +1,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tower::retry::budget::Budget;
 use tower_layer::Layer;
@@ -36,6 +37,9 @@ pub enum WhenAllCooling {
     Wait,
 }
 
+/// The wait before a second pass unless set: the AWS SDKs' base backoff.
+const DEFAULT_PASS_BACKOFF: Duration = Duration::from_secs(1);
+
 /// What every clone of a layer and of its services shares.
 pub(crate) struct Shared<C> {
     pub(crate) policy: Arc<dyn CooldownPolicy>,
@@ -46,6 +50,8 @@ pub(crate) struct Shared<C> {
     pub(crate) stats: Stats,
     pub(crate) when_all_cooling: WhenAllCooling,
     pub(crate) max_attempts: u32,
+    pub(crate) passes: u32,
+    pub(crate) pass_backoff: Duration,
     pub(crate) retry_budget: Option<Arc<dyn Budget + Send + Sync>>,
 }
 
@@ -66,6 +72,7 @@ impl<C> fmt::Debug for Shared<C> {
             .field("policy", &self.policy)
             .field("when_all_cooling", &self.when_all_cooling)
             .field("max_attempts", &self.max_attempts)
+            .field("passes", &self.passes)
             .finish_non_exhaustive()
     }
 }
@@ -170,6 +177,8 @@ pub struct FallbackLayerBuilder<C = OkIsSuccess> {
     response_classifier: C,
     when_all_cooling: WhenAllCooling,
     max_attempts: u32,
+    passes: u32,
+    pass_backoff: Duration,
     retry_budget: Option<Arc<dyn Budget + Send + Sync>>,
 }
 
@@ -179,6 +188,8 @@ impl<C> fmt::Debug for FallbackLayerBuilder<C> {
             .field("policy", &self.policy)
             .field("when_all_cooling", &self.when_all_cooling)
             .field("max_attempts", &self.max_attempts)
+            .field("passes", &self.passes)
+            .field("pass_backoff", &self.pass_backoff)
             .field("retry_budget", &self.retry_budget.is_some())
             .finish_non_exhaustive()
     }
@@ -192,6 +203,8 @@ impl FallbackLayerBuilder {
             response_classifier: OkIsSuccess,
             when_all_cooling: WhenAllCooling::default(),
             max_attempts: u32::MAX,
+            passes: 1,
+            pass_backoff: DEFAULT_PASS_BACKOFF,
             retry_budget: None,
         }
     }
@@ -209,6 +222,8 @@ impl<C> FallbackLayerBuilder<C> {
             response_classifier: classifier,
             when_all_cooling: self.when_all_cooling,
             max_attempts: self.max_attempts,
+            passes: self.passes,
+            pass_backoff: self.pass_backoff,
             retry_budget: self.retry_budget,
         }
     }
@@ -225,10 +240,47 @@ impl<C> FallbackLayerBuilder<C> {
         self
     }
 
-    /// At most this many models per request (default: every model in the chain). Requests can lower
-    /// it with [`ModelRequest::with_max_attempts`](crate::ModelRequest::with_max_attempts).
+    /// At most this many attempts per request, over all its [passes](Self::passes) (default: no
+    /// cap but the chain's length times the passes). Requests can lower it with
+    /// [`ModelRequest::with_max_attempts`](crate::ModelRequest::with_max_attempts).
     pub fn max_attempts(mut self, max_attempts: u32) -> Self {
         self.max_attempts = max_attempts;
+        self
+    }
+
+    /// At most this many passes through a request's candidates (default 1: each model once).
+    ///
+    /// A pass ends when every candidate has failed once. With passes left, the request then waits
+    /// and walks its candidates again: a model that throttled a moment ago may answer now, and a
+    /// request answered late beats one that failed while capacity was coming back. The wait is the
+    /// [`pass_backoff`](Self::pass_backoff), doubled for each further pass, or less when the policy
+    /// would try a cooling model again sooner (a [`PacedCooldown`](crate::policy::PacedCooldown)'s next
+    /// admission). A fatal error, the attempt cap or the deadline still end the request; a pass that
+    /// could not start before the deadline is not waited for. Every attempt after the first is a
+    /// fallback, so a [`retry_budget`](Self::retry_budget) bounds the extra load of later passes
+    /// when every model is failing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_model_fallback::{FallbackBudget, FallbackLayer, ModelChain, policy::PacedCooldown};
+    ///
+    /// let chain = ModelChain::new(["primary", "fallback"])?;
+    /// // Up to four attempts per request: each model, then each again after at most 500 ms.
+    /// let layer = FallbackLayer::builder(PacedCooldown::new(chain))
+    ///     .passes(2)
+    ///     .pass_backoff(Duration::from_millis(500))
+    ///     .retry_budget(FallbackBudget::new(Duration::from_secs(10), 10, 0.2)?)
+    ///     .build()?;
+    /// # Ok::<(), tower::BoxError>(())
+    /// ```
+    pub fn passes(mut self, passes: u32) -> Self {
+        self.passes = passes;
+        self
+    }
+
+    /// The longest wait before a request's second pass (default 1 s); see [`passes`](Self::passes).
+    pub fn pass_backoff(mut self, backoff: Duration) -> Self {
+        self.pass_backoff = backoff;
         self
     }
 
@@ -267,6 +319,9 @@ impl<C> FallbackLayerBuilder<C> {
         if self.max_attempts == 0 {
             return Err(ConfigError::ZeroMaxAttempts);
         }
+        if self.passes == 0 {
+            return Err(ConfigError::ZeroPasses);
+        }
         Ok(self.finish())
     }
 
@@ -281,6 +336,8 @@ impl<C> FallbackLayerBuilder<C> {
                 response_classifier: self.response_classifier,
                 when_all_cooling: self.when_all_cooling,
                 max_attempts: self.max_attempts.max(1),
+                passes: self.passes.max(1),
+                pass_backoff: self.pass_backoff,
                 retry_budget: self.retry_budget,
             }),
         }

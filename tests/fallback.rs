@@ -546,3 +546,112 @@ async fn responses_that_report_failures_are_classified_like_errors() {
         "the 429's retry-after lengthened A's cooldown"
     );
 }
+
+fn passes(passes: u32, backoff: Duration) -> FallbackLayer {
+    let chain = ModelChain::new(["A", "B", "C"]).unwrap();
+    FallbackLayer::builder(AdaptiveCooldown::new(chain))
+        .passes(passes)
+        .pass_backoff(backoff)
+        .build()
+        .unwrap()
+}
+
+fn trail(err: &FallbackError) -> Vec<String> {
+    err.attempts()
+        .iter()
+        .map(|a| a.model().to_string())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_pass_tries_the_models_again_after_the_backoff() {
+    let models = ScriptedModels::new()
+        .script("A", [Step::throttle(), Step::throttle()])
+        .script("B", [Step::throttle()])
+        .script("C", [Step::throttle()]);
+    let svc = passes(2, Duration::from_secs(1)).layer(models.clone());
+    let start = Instant::now();
+    let served = send(&svc, ModelRequest::new(())).await.unwrap();
+    assert_eq!(Instant::now() - start, Duration::from_secs(1));
+    // The second pass picks as a new request would: every model cooling, A's cooldown ends soonest.
+    assert_eq!(served.model(), "B");
+    let tried: Vec<_> = models.log().iter().map(|m| m.to_string()).collect();
+    assert_eq!(tried, ["A", "B", "C", "A", "B"]);
+    assert_eq!(served.failed_attempts().len(), 4);
+    assert_eq!(svc.stats().totals.served_by_fallback, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn later_passes_double_the_backoff_and_the_error_lists_every_attempt() {
+    let models = ScriptedModels::new()
+        .otherwise("A", Step::throttle())
+        .otherwise("B", Step::throttle())
+        .otherwise("C", Step::throttle());
+    let svc = passes(3, Duration::from_millis(500)).layer(models.clone());
+    let start = Instant::now();
+    let err = fallback_error(send(&svc, ModelRequest::new(())).await.unwrap_err());
+    assert_eq!(Instant::now() - start, Duration::from_millis(1500));
+    assert_eq!(err.attempts().len(), 9);
+    assert_eq!(models.total_calls(), 9);
+    assert_eq!(svc.stats().totals.failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_pass_starts_when_the_policy_reopens_a_model_if_that_is_sooner() {
+    let models = ScriptedModels::new()
+        .script("A", [Step::throttle()])
+        .script("B", [Step::throttle()])
+        .script("C", [Step::throttle()]);
+    // A 10 s cooldown is tried again with 2 s left: 8 s, sooner than the 30 s backoff.
+    let svc = passes(2, Duration::from_secs(30)).layer(models.clone());
+    let start = Instant::now();
+    let served = send(&svc, ModelRequest::new(())).await.unwrap();
+    assert_eq!(Instant::now() - start, Duration::from_secs(8));
+    assert_eq!(served.model(), "A");
+}
+
+#[tokio::test(start_paused = true)]
+async fn passes_stop_at_a_fatal_error_the_attempt_cap_and_the_deadline() {
+    let backoff = Duration::from_secs(1);
+    let models = ScriptedModels::new()
+        .script("A", [Step::throttle()])
+        .script("B", [Step::error("ValidationException")]);
+    let svc = passes(2, backoff).layer(models.clone());
+    let err = fallback_error(send(&svc, ModelRequest::new(())).await.unwrap_err());
+    assert_eq!(trail(&err), ["A", "B"], "a fatal error ends the request");
+
+    let models = ScriptedModels::new()
+        .otherwise("A", Step::throttle())
+        .otherwise("B", Step::throttle())
+        .otherwise("C", Step::throttle());
+    let svc = passes(2, backoff).layer(models.clone());
+    let err = send(&svc, ModelRequest::new(()).with_max_attempts(4))
+        .await
+        .unwrap_err();
+    assert_eq!(trail(&fallback_error(err)), ["A", "B", "C", "A"]);
+
+    // A pass that cannot start before the deadline is not waited for.
+    let svc = passes(2, backoff).layer(models.clone());
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(900);
+    let err = send(&svc, ModelRequest::new(()).with_deadline(deadline))
+        .await
+        .unwrap_err();
+    assert_eq!(Instant::now(), start);
+    assert_eq!(fallback_error(err).attempts().len(), 3);
+
+    // A pinned request passes over its one model.
+    let svc = passes(2, backoff).layer(models.clone());
+    let err = send(&svc, ModelRequest::new(()).pinned("B"))
+        .await
+        .unwrap_err();
+    assert_eq!(trail(&fallback_error(err)), ["B", "B"]);
+
+    let zero = FallbackLayer::builder(AdaptiveCooldown::new(ModelChain::new(["A"]).unwrap()))
+        .passes(0)
+        .build();
+    assert_eq!(
+        zero.unwrap_err(),
+        tower_model_fallback::error::ConfigError::ZeroPasses
+    );
+}

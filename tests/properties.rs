@@ -1,6 +1,6 @@
 //! Property test of the layer: random chains, random outcomes per attempt, cooldowns started by
-//! other users at random moments, every `WhenAllCooling` mode, deadlines, caps, cancellations and
-//! inner services that are not always ready. Whatever happens, the layer keeps its promises.
+//! other users at random moments, every `WhenAllCooling` mode, one or two passes, deadlines, caps,
+//! cancellations and inner services that are not always ready. Whatever happens, the layer keeps its promises.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -67,6 +67,8 @@ struct Case {
     models: usize,
     mode: WhenAllCooling,
     policy: usize,
+    /// Passes through the candidates per request.
+    passes: u32,
     /// Readiness answers `Pending` this many times before each `Ready`.
     pending_polls: u8,
     requests: Vec<Plan>,
@@ -110,15 +112,17 @@ fn case() -> impl Strategy<Value = Case> {
                 WhenAllCooling::Wait,
             ]),
             0usize..4,
+            1u32..=2,
             0u8..3,
             prop::collection::vec(plan, 1..12),
             prop::collection::vec((0u64..20_000, 0..models), 0..6),
         )
             .prop_map(
-                |(models, mode, policy, pending_polls, requests, outside_throttles)| Case {
+                |(models, mode, policy, passes, pending_polls, requests, outside_throttles)| Case {
                     models,
                     mode,
                     policy,
+                    passes,
                     pending_polls,
                     requests,
                     outside_throttles,
@@ -280,6 +284,7 @@ async fn run(case: Case) {
     });
     let layer = FallbackLayer::builder_shared(recorder.clone())
         .when_all_cooling(case.mode)
+        .passes(case.passes)
         .build()
         .unwrap();
     let plans: HashMap<u64, Vec<Outcome>> = case
@@ -373,15 +378,20 @@ async fn run(case: Case) {
             .get(&(i as u64))
             .cloned()
             .unwrap_or_default();
-        let distinct: HashSet<_> = called.iter().collect();
-        assert_eq!(
-            distinct.len(),
-            called.len(),
-            "request {i} called a model twice: {called:?}"
-        );
-        let cap = plan
-            .max_attempts
-            .map_or(case.models, |n| (n as usize).min(case.models));
+        // A pass tries each model once, and every model before the next pass.
+        for pass in called.chunks(case.models) {
+            let distinct: HashSet<_> = pass.iter().collect();
+            assert_eq!(
+                distinct.len(),
+                pass.len(),
+                "request {i} called a model twice in a pass: {called:?}"
+            );
+        }
+        let attempts_per_request = case.models * case.passes as usize;
+        assert!(called.len() <= attempts_per_request, "{called:?}");
+        let cap = plan.max_attempts.map_or(attempts_per_request, |n| {
+            (n as usize).min(attempts_per_request)
+        });
         match end {
             End::Served(models) => {
                 assert_eq!(models, called, "the trail is what happened");
@@ -395,8 +405,11 @@ async fn run(case: Case) {
             End::Failed(error) => {
                 if let Some(err) = error.downcast_ref::<FallbackError>() {
                     let last = err.last().unwrap();
+                    let tried = err.attempts().len();
+                    // A pass that could not start before the deadline ends the request.
+                    let pass_cut = plan.deadline_ms.is_some() && tried % case.models == 0;
                     assert!(
-                        last.class() == ErrorClass::Fatal || err.attempts().len() == cap,
+                        last.class() == ErrorClass::Fatal || tried == cap || pass_cut,
                         "request {i} ended with untried models: {err}"
                     );
                 } else if error.is::<DeadlineExceeded>() {

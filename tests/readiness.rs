@@ -206,3 +206,31 @@ async fn waiting_out_a_cooldown_does_not_hold_the_inner_readiness() {
     assert_eq!(assert_ready_ok!(waiting.poll()).model(), "A");
     assert_eq!(models.calls("A"), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_the_next_pass_does_not_hold_the_inner_readiness() {
+    let chain = ModelChain::new(["A"]).unwrap();
+    let layer = FallbackLayer::builder(AdaptiveCooldown::new(chain))
+        .passes(2)
+        .build()
+        .unwrap();
+    let models = tower_model_fallback::testing::ScriptedModels::new()
+        .script("A", [tower_model_fallback::testing::Step::throttle()]);
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .concurrency_limit(1)
+        .service(models.clone());
+    let mut passing = task::spawn(svc.clone().oneshot(ModelRequest::new("one")));
+    assert_pending!(
+        passing.poll(),
+        "throttled once, waiting for the second pass"
+    );
+    let mut other = svc.clone();
+    let mut ready =
+        task::spawn(async move { ServiceExt::<Req>::ready(&mut other).await.map(|_| ()) });
+    assert_ready_ok!(ready.poll(), "another caller gets the permit at once");
+    drop(ready);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(assert_ready_ok!(passing.poll()).model(), "A");
+    assert_eq!(models.calls("A"), 2);
+}
