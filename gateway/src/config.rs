@@ -88,6 +88,12 @@ pub struct PolicyConfig {
     pub skip_threshold_s: f64,
     /// `try_anyway`, `fail_fast` or `wait`.
     pub when_all_cooling: String,
+    /// Passes through the chain before a request fails: after every model failed, wait and try
+    /// them again (1: each model once).
+    pub passes: u32,
+    /// The longest wait before the second pass, in seconds (doubled for each further one); shorter
+    /// when the policy reopens a model sooner.
+    pub pass_backoff_s: f64,
     /// Transient failures in a row (connect errors, timeouts, 5xx) that eject a model; 0 turns outlier
     /// ejection off.
     pub eject_after_failures: u32,
@@ -113,6 +119,8 @@ impl Default for PolicyConfig {
             tiers: vec![(1, 10.0), (2, 30.0), (4, 60.0)],
             skip_threshold_s: 2.0,
             when_all_cooling: "try_anyway".into(),
+            passes: 1,
+            pass_backoff_s: 1.0,
             eject_after_failures: 5,
             ejection_s: 10.0,
             max_ejection_s: 300.0,
@@ -535,6 +543,10 @@ impl GatewayConfig {
     }
 
     /// The all-cooling mode.
+    pub(crate) fn pass_backoff(&self) -> Result<Duration, GatewayConfigError> {
+        seconds("pass_backoff_s", self.policy.pass_backoff_s)
+    }
+
     pub(crate) fn when_all_cooling(&self) -> Result<WhenAllCooling, GatewayConfigError> {
         match self.policy.when_all_cooling.as_str() {
             "try_anyway" => Ok(WhenAllCooling::TryAnyway),

@@ -130,6 +130,7 @@ impl Gateway {
     pub async fn new(config: GatewayConfig) -> Result<Gateway, BoxError> {
         let chains = config.model_chains()?;
         let when_all_cooling = config.when_all_cooling()?;
+        let pass_backoff = config.pass_backoff()?;
         let timeouts = config.timeouts()?;
         config.check_endpoints()?;
         let (fake, credentials) = match config.upstream {
@@ -177,6 +178,8 @@ impl Gateway {
             let (policy, shared) = config.policy(chain, &name)?;
             let builder = FallbackLayer::builder_shared(policy)
                 .when_all_cooling(when_all_cooling)
+                .passes(config.policy.passes)
+                .pass_backoff(pass_backoff)
                 .classify_responses(UpstreamErrors);
             // Each chain has its own budget: one chain's outage must not spend another's.
             let builder = match config.retry_budget()? {

@@ -200,6 +200,27 @@ async fn a_throttled_primary_is_served_by_the_next_model_and_stats_show_it() {
 }
 
 #[tokio::test]
+async fn a_second_pass_answers_when_every_model_throttled_once() {
+    let mut config = config();
+    config.policy.passes = 2;
+    config.policy.pass_backoff_s = 0.05;
+    let gw = start(config).await;
+    let chain = [PRIMARY, SECOND, "us.amazon.nova-lite-v1:0"];
+    for model in chain {
+        gw.fake.script(model, [Step::throttle()]);
+    }
+    let headers = FallbackHeaders::default();
+    let client = sdk(&gw.url, &headers, None);
+    // Every model cooling, the second pass starts with the one throttled first.
+    let text = ask(&client, "claude").await;
+    assert_eq!(text, format!("Hello from {PRIMARY}"));
+    assert_eq!(headers.last(), (PRIMARY.to_string(), "4".to_string()));
+    let calls: Vec<u64> = chain.iter().map(|m| gw.fake.requests(m)).collect();
+    assert_eq!(calls, [2, 1, 1]);
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn bad_input_gets_bedrock_errors_the_sdk_understands_and_the_gateway_keeps_serving() {
     let gw = start(GatewayConfig {
         api_key: Some("user-key".into()),
@@ -359,6 +380,8 @@ async fn invalid_configs_are_rejected_before_start() {
             "retry_budget_percent",
         ),
         ("[policy]\nejection_s = 0", "outlier ejection"),
+        ("[policy]\npasses = 0", "passes must be at least 1"),
+        ("[policy]\npass_backoff_s = -1", "pass_backoff_s"),
         ("redis_url = \"not a url\"", "redis_url"),
         (
             "redis_url = \"redis://127.0.0.1:1\"\n[policy]\nkind = \"probing\"",

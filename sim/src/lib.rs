@@ -36,7 +36,7 @@ use tower_model_fallback::cluster::{
 use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError};
 pub use tower_model_fallback::policy::PolicyKind;
 use tower_model_fallback::policy::{AdaptiveCooldown, PacedCooldown};
-use tower_model_fallback::{FallbackLayer, WhenAllCooling};
+use tower_model_fallback::{FallbackLayer, FallbackLayerBuilder, WhenAllCooling};
 
 mod histogram;
 mod model;
@@ -49,13 +49,15 @@ use report::Tally;
 pub use report::{Outcome, Report, table};
 pub use scenario::{RequestSize, Scenario, Shape, SimModel, parse_sizes};
 
-/// What the simulator runs each policy with when every model is cooling: the naive design fails
-/// fast (the request fails when every model is blocked); the others try anyway.
-fn when_all_cooling(kind: PolicyKind) -> WhenAllCooling {
-    match kind {
+/// The layer the simulator runs each policy in. When every model is cooling, the naive design
+/// fails fast (the request fails when every model is blocked); the others try anyway. Every policy
+/// makes the scenario's passes through the chain.
+fn configure(builder: FallbackLayerBuilder, kind: PolicyKind, passes: u32) -> FallbackLayerBuilder {
+    let when_all_cooling = match kind {
         PolicyKind::Fixed => WhenAllCooling::FailFast,
         _ => WhenAllCooling::TryAnyway,
-    }
+    };
+    builder.when_all_cooling(when_all_cooling).passes(passes)
 }
 
 /// Runs `scenario` under `policy` with `seed`.
@@ -117,26 +119,28 @@ fn replica_layers(
     chain: &ModelChain,
     policy: PolicyKind,
     replicas: Replicas,
+    passes: u32,
 ) -> Result<Vec<FallbackLayer>, tower::BoxError> {
     let count = replicas.count.max(1);
     let Some(delay) = replicas.shared else {
         return (0..count)
             .map(|_| {
-                Ok(
-                    FallbackLayer::builder_shared(policy.with_defaults(chain.clone()))
-                        .when_all_cooling(when_all_cooling(policy))
-                        .build()?,
-                )
+                let builder = FallbackLayer::builder_shared(policy.with_defaults(chain.clone()));
+                Ok(configure(builder, policy, passes).build()?)
             })
             .collect();
     };
     match policy {
-        PolicyKind::Adaptive => shared_layers(count, delay, replicas.probe_lease, policy, || {
-            AdaptiveCooldown::new(chain.clone())
-        }),
-        PolicyKind::Paced => shared_layers(count, delay, replicas.probe_lease, policy, || {
-            PacedCooldown::new(chain.clone())
-        }),
+        PolicyKind::Adaptive => {
+            shared_layers(count, delay, replicas.probe_lease, policy, passes, || {
+                AdaptiveCooldown::new(chain.clone())
+            })
+        }
+        PolicyKind::Paced => {
+            shared_layers(count, delay, replicas.probe_lease, policy, passes, || {
+                PacedCooldown::new(chain.clone())
+            })
+        }
         other => Err(format!("the {other} policy cannot share its state").into()),
     }
 }
@@ -181,6 +185,7 @@ fn shared_layers<P: ClusterPolicy>(
     delay: Duration,
     probe_lease: Option<Duration>,
     kind: PolicyKind,
+    passes: u32,
     make: impl Fn() -> P,
 ) -> Result<Vec<FallbackLayer>, tower::BoxError> {
     let mut layers = Vec::new();
@@ -192,11 +197,7 @@ fn shared_layers<P: ClusterPolicy>(
             shared.set_probe_lease(lease);
         }
         let (outbox, applier) = link.into_parts();
-        layers.push(
-            FallbackLayer::builder(shared)
-                .when_all_cooling(when_all_cooling(kind))
-                .build()?,
-        );
+        layers.push(configure(FallbackLayer::builder(shared), kind, passes).build()?);
         outboxes.push(outbox);
         appliers.push(applier);
     }
@@ -269,10 +270,11 @@ async fn simulate(
     let chain = ModelChain::new(scenario.models.iter().map(|m| m.id.as_str()))?;
     // Every replica calls the same simulated Bedrock: one account, one quota.
     let bedrock = SimBedrock::new(&scenario.models, scenario.max_tokens, scenario.streaming);
-    let services: Vec<Fallback<SimBedrock>> = replica_layers(&chain, policy, replicas)?
-        .iter()
-        .map(|layer| tower::Layer::layer(layer, bedrock.clone()))
-        .collect();
+    let services: Vec<Fallback<SimBedrock>> =
+        replica_layers(&chain, policy, replicas, scenario.passes)?
+            .iter()
+            .map(|layer| tower::Layer::layer(layer, bedrock.clone()))
+            .collect();
     let outcomes = Arc::new(Mutex::new(Collector {
         tally: Tally::new(scenario),
         kept: keep_outcomes.then(Vec::new),
@@ -334,10 +336,8 @@ async fn user_loop(
         if Instant::now() >= until {
             return;
         }
-        let call = SimCall {
-            size: scenario.pick_size(rng.random::<f64>()),
-            luck: rng.random(),
-        };
+        let size = scenario.pick_size(rng.random::<f64>());
+        let call = SimCall::new(size, rng.random(), scenario.models.len());
         // A streamed answer goes on after its first token; the user reads it to the end.
         let streaming = send_one(&scenario, &service, call, origin, &outcomes, &issued).await;
         tokio::time::sleep(streaming).await;
@@ -364,10 +364,8 @@ async fn open_loop(
         if Instant::now() >= end {
             break;
         }
-        let call = SimCall {
-            size: scenario.pick_size(rng.random::<f64>()),
-            luck: rng.random(),
-        };
+        let size = scenario.pick_size(rng.random::<f64>());
+        let call = SimCall::new(size, rng.random(), scenario.models.len());
         let (scenario, outcomes, issued) = (scenario.clone(), outcomes.clone(), issued.clone());
         let service = services[arrival % services.len()].clone();
         running.spawn(async move {
@@ -391,9 +389,10 @@ async fn send_one(
 ) -> Duration {
     let started = Instant::now();
     issued.fetch_add(1, Ordering::Relaxed);
+    let size = call.size;
     let result = service
         .clone()
-        .oneshot(ModelRequest::new(call).with_cost(call.size))
+        .oneshot(ModelRequest::new(call).with_cost(size))
         .await;
     let failed = match &result {
         Ok(served) => served.failed_attempts(),

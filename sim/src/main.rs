@@ -110,6 +110,10 @@ struct Args {
     /// and shared (events 5 ms late, or --shared-delay-ms).
     #[arg(long)]
     replicas_table: bool,
+    /// Passes the layer makes through the chain before a request fails, waiting up to a second
+    /// before each further one (1: each model once).
+    #[arg(long, default_value_t = 1)]
+    passes: u32,
     /// Run every policy on the sweep's grid of 720 workloads (on every core) and print how often each
     /// is at least as good as the adaptive policy, metric by metric, with the worst cases.
     #[arg(long)]
@@ -129,7 +133,10 @@ struct Args {
 fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     if args.sweep {
-        let grid = sim::sweep::grid(args.minutes.unwrap_or(10), args.sweep_seeds);
+        let mut grid = sim::sweep::grid(args.minutes.unwrap_or(10), args.sweep_seeds);
+        for workload in &mut grid {
+            workload.passes = args.passes;
+        }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let started = std::time::Instant::now();
         let reports = sim::sweep::run(&grid, threads)?;
@@ -209,6 +216,7 @@ fn main() -> Result<(), BoxError> {
         }
         s.diurnal |= args.diurnal;
         s.streaming |= args.streaming;
+        s.passes = args.passes;
     }
     let probe_lease = args.probe_lease_ms.map(Duration::from_millis);
     if args.replicas_table {

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -127,16 +128,34 @@ fn normal(rng: &mut StdRng) -> f64 {
 /// The draws belong to the request, not to the order calls reach the model: the same request on the
 /// same model is throttled, fails or takes as long under every policy, so two policies compared on
 /// one seed differ by what they decide rather than by the luck of the draws (common random numbers).
-#[derive(Clone, Copy, Debug)]
+/// A request that calls a model again (on a later pass) draws afresh: a retry is a new call.
+#[derive(Clone, Debug)]
 pub(crate) struct SimCall {
     pub(crate) size: TokenCost,
-    pub(crate) luck: u64,
+    luck: u64,
+    /// Calls this request has made on each model.
+    calls: Arc<[AtomicU32]>,
 }
 
 impl SimCall {
-    /// The draws of this request on the model at `index`.
-    fn draws(&self, index: usize) -> StdRng {
-        StdRng::seed_from_u64(self.luck ^ (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
+    /// A request of `size` with the seed `luck`, on a chain of `models`.
+    pub(crate) fn new(size: TokenCost, luck: u64, models: usize) -> Self {
+        SimCall {
+            size,
+            luck,
+            calls: (0..models).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// The draws of this request's next call on the model at `index`.
+    fn next_draws(&self, index: usize) -> StdRng {
+        let repeat = self
+            .calls
+            .get(index)
+            .map_or(0, |calls| calls.fetch_add(1, Ordering::Relaxed));
+        let model = (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let repeat = u64::from(repeat).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        StdRng::seed_from_u64(self.luck ^ model ^ repeat)
     }
 }
 
@@ -162,7 +181,7 @@ impl Service<ModelRequest<SimCall>> for SimBedrock {
         };
         let model = &self.models[index];
         let size = request.body().size;
-        let mut draws = request.body().draws(index);
+        let mut draws = request.body().next_draws(index);
         let (answer, latency) = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let state = &mut *state;

@@ -109,6 +109,9 @@ pub struct Scenario {
     pub sizes: Vec<RequestSize>,
     /// Models in chain order: the first is the primary.
     pub models: Vec<SimModel>,
+    /// Passes the layer makes through the chain before a request fails (1: each model once; see
+    /// `FallbackLayerBuilder::passes`).
+    pub passes: u32,
 }
 
 fn ms(n: u64) -> Duration {
@@ -185,6 +188,7 @@ impl Scenario {
                     concurrency_knee: None,
                 },
             ],
+            passes: 1,
         }
     }
 

@@ -40,6 +40,8 @@ pub struct Workload {
     pub seed: u64,
     /// Seeds each policy runs (`seed`, `seed + 10,000`, ...); the metrics compared are their means.
     pub seeds: u64,
+    /// Passes the layer makes through the chain (1 in the grid).
+    pub passes: u32,
 }
 
 impl Workload {
@@ -64,6 +66,7 @@ impl Workload {
         }
         scenario.arrivals_per_s = self.arrivals_per_s;
         scenario.streaming = self.streaming;
+        scenario.passes = self.passes;
         if let Some(sizes) = self.sizes.and_then(|s| super::parse_sizes(s).ok()) {
             scenario.sizes = sizes;
         }
@@ -128,6 +131,9 @@ impl Workload {
         if let Some(sizes) = self.sizes {
             let _ = write!(command, " --sizes {sizes}");
         }
+        if self.passes > 1 {
+            let _ = write!(command, " --passes {}", self.passes);
+        }
         command
     }
 }
@@ -166,6 +172,7 @@ pub fn grid(minutes: u64, seeds: u64) -> Vec<Workload> {
                                 minutes,
                                 seed,
                                 seeds: seeds.max(1),
+                                passes: 1,
                             });
                         }
                     }

@@ -277,6 +277,22 @@ fn capacity_throttles_and_server_errors_happen_with_quota_to_spare() {
 }
 
 #[test]
+fn a_second_pass_answers_requests_every_model_throttled_once() {
+    let mut scenario = ample(5, 30);
+    for model in &mut scenario.models {
+        model.capacity_throttle_rate = 0.3;
+    }
+    let one = sim::run(&scenario, PolicyKind::Adaptive, 4).unwrap();
+    scenario.passes = 2;
+    let two = sim::run(&scenario, PolicyKind::Adaptive, 4).unwrap();
+    // A pass fails when both models throttle (0.3 x 0.3); the second draws afresh.
+    assert!((0.88..0.94).contains(&one.success_rate), "{one:?}");
+    assert!(two.success_rate > 0.98, "{two:?}");
+    assert!(two.attempts_per_request > one.attempts_per_request);
+    assert_eq!(two.requests, two.issued, "every request resolves");
+}
+
+#[test]
 fn a_timed_out_call_hangs_then_moves_on_to_the_next_model() {
     let calm = sim::run(&ample(5, 30), PolicyKind::Adaptive, 4).unwrap();
     let mut scenario = ample(5, 30);
