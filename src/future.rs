@@ -1,6 +1,7 @@
 //! The response future of [`Fallback`](crate::Fallback): one attempt at a time.
 
 use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -397,6 +398,22 @@ impl<B: Clone, C> Plan<B, C> {
             .chain(pinned)
     }
 
+    /// The wait before the next pass: the backoff, doubled for each pass after the second, with
+    /// equal jitter (between half and all of it) so that requests that failed together do not come
+    /// back together. The jitter is a hash of the request id and the pass: no shared random state,
+    /// and the same for a replayed request.
+    fn pass_backoff(&self) -> Duration {
+        let doublings = (self.pass - 1).min(16);
+        let backoff = self.shared.pass_backoff.saturating_mul(1 << doublings);
+        let mut hasher = DefaultHasher::new();
+        (self.request.id(), self.pass).hash(&mut hasher);
+        let half = backoff / 2;
+        let jitter = half.as_nanos().saturating_mul(u128::from(hasher.finish())) >> 64;
+        half.saturating_add(Duration::from_nanos(
+            u64::try_from(jitter).unwrap_or(u64::MAX),
+        ))
+    }
+
     /// Whether every candidate has been tried in this pass.
     fn pass_done(&self) -> bool {
         self.candidates()
@@ -409,11 +426,7 @@ impl<B: Clone, C> Plan<B, C> {
         if self.pass >= self.shared.passes {
             return Step::Finish(self.exhausted());
         }
-        let doublings = (self.pass - 1).min(16);
-        let backoff = self.shared.pass_backoff.saturating_mul(1 << doublings);
-        let policy = &*self.shared.policy;
-        let soonest = self.candidates().filter_map(|m| policy.reopens_in(m)).min();
-        let wait = soonest.map_or(backoff, |soonest| soonest.min(backoff));
+        let wait = self.pass_backoff();
         if self
             .request
             .deadline()

@@ -37,7 +37,7 @@ pub enum WhenAllCooling {
     Wait,
 }
 
-/// The wait before a second pass unless set: the AWS SDKs' base backoff.
+/// The longest wait before a second pass unless set.
 const DEFAULT_PASS_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What every clone of a layer and of its services shares.
@@ -252,10 +252,12 @@ impl<C> FallbackLayerBuilder<C> {
     ///
     /// A pass ends when every candidate has failed once. With passes left, the request then waits
     /// and walks its candidates again: a model that throttled a moment ago may answer now, and a
-    /// request answered late beats one that failed while capacity was coming back. The wait is the
-    /// [`pass_backoff`](Self::pass_backoff), doubled for each further pass, or less when the policy
-    /// would try a cooling model again sooner (a [`PacedCooldown`](crate::policy::PacedCooldown)'s next
-    /// admission). A fatal error, the attempt cap or the deadline still end the request; a pass that
+    /// request answered late beats one that failed while capacity was coming back. The wait is
+    /// between half and all of the [`pass_backoff`](Self::pass_backoff) (doubled for each further
+    /// pass), spread by a hash of the request id so that requests that failed together do not come
+    /// back together. It does not end early when the policy reopens a model: every waiting request
+    /// would come back for the same admission. The inner service's readiness is given back while
+    /// waiting. A fatal error, the attempt cap or the deadline still end the request; a pass that
     /// could not start before the deadline is not waited for. Every attempt after the first is a
     /// fallback, so a [`retry_budget`](Self::retry_budget) bounds the extra load of later passes
     /// when every model is failing.
@@ -265,7 +267,7 @@ impl<C> FallbackLayerBuilder<C> {
     /// use tower_model_fallback::{FallbackBudget, FallbackLayer, ModelChain, policy::PacedCooldown};
     ///
     /// let chain = ModelChain::new(["primary", "fallback"])?;
-    /// // Up to four attempts per request: each model, then each again after at most 500 ms.
+    /// // Up to four attempts per request: each model, then each again 250-500 ms later.
     /// let layer = FallbackLayer::builder(PacedCooldown::new(chain))
     ///     .passes(2)
     ///     .pass_backoff(Duration::from_millis(500))
@@ -278,7 +280,8 @@ impl<C> FallbackLayerBuilder<C> {
         self
     }
 
-    /// The longest wait before a request's second pass (default 1 s); see [`passes`](Self::passes).
+    /// The longest wait before a request's second pass (default 1 s, the AWS SDKs' base backoff);
+    /// see [`passes`](Self::passes).
     pub fn pass_backoff(mut self, backoff: Duration) -> Self {
         self.pass_backoff = backoff;
         self

@@ -10,7 +10,7 @@ use tower_model_fallback::policy::{AdaptiveCooldown, CooldownPolicy};
 use tower_model_fallback::stats::ModelStatus;
 use tower_model_fallback::testing::{ScriptedModels, Step};
 use tower_model_fallback::{
-    Fallback, FallbackLayer, ModelChain, ModelRequest, Served, WhenAllCooling,
+    Fallback, FallbackLayer, ModelChain, ModelRequest, RequestId, Served, WhenAllCooling,
     testing::ScriptedReply,
 };
 
@@ -572,7 +572,8 @@ async fn a_second_pass_tries_the_models_again_after_the_backoff() {
     let svc = passes(2, Duration::from_secs(1)).layer(models.clone());
     let start = Instant::now();
     let served = send(&svc, ModelRequest::new(())).await.unwrap();
-    assert_eq!(Instant::now() - start, Duration::from_secs(1));
+    let waited = Instant::now() - start;
+    assert!(waited >= Duration::from_millis(500) && waited <= Duration::from_secs(1));
     // The second pass picks as a new request would: every model cooling, A's cooldown ends soonest.
     assert_eq!(served.model(), "B");
     let tried: Vec<_> = models.log().iter().map(|m| m.to_string()).collect();
@@ -587,27 +588,28 @@ async fn later_passes_double_the_backoff_and_the_error_lists_every_attempt() {
         .otherwise("A", Step::throttle())
         .otherwise("B", Step::throttle())
         .otherwise("C", Step::throttle());
-    let svc = passes(3, Duration::from_millis(500)).layer(models.clone());
-    let start = Instant::now();
-    let err = fallback_error(send(&svc, ModelRequest::new(())).await.unwrap_err());
-    assert_eq!(Instant::now() - start, Duration::from_millis(1500));
-    assert_eq!(err.attempts().len(), 9);
-    assert_eq!(models.total_calls(), 9);
-    assert_eq!(svc.stats().totals.failed, 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_next_pass_starts_when_the_policy_reopens_a_model_if_that_is_sooner() {
-    let models = ScriptedModels::new()
-        .script("A", [Step::throttle()])
-        .script("B", [Step::throttle()])
-        .script("C", [Step::throttle()]);
-    // A 10 s cooldown is tried again with 2 s left: 8 s, sooner than the 30 s backoff.
-    let svc = passes(2, Duration::from_secs(30)).layer(models.clone());
-    let start = Instant::now();
-    let served = send(&svc, ModelRequest::new(())).await.unwrap();
-    assert_eq!(Instant::now() - start, Duration::from_secs(8));
-    assert_eq!(served.model(), "A");
+    let svc = passes(3, Duration::from_secs(1)).layer(models.clone());
+    // Between half and all of 1 s, then of 2 s, spread by the request id: the same id, the same
+    // waits; ids spread them.
+    let mut waits = Vec::new();
+    for id in [7, 7, 8, 9, 10] {
+        let start = Instant::now();
+        let request = ModelRequest::new(()).with_id(RequestId::new(id));
+        let err = fallback_error(send(&svc, request).await.unwrap_err());
+        assert_eq!(err.attempts().len(), 9);
+        waits.push(Instant::now() - start);
+    }
+    assert!(
+        waits
+            .iter()
+            .all(|w| (Duration::from_millis(1_500)..=Duration::from_secs(3)).contains(w)),
+        "{waits:?}"
+    );
+    assert_eq!(waits[0], waits[1]);
+    let distinct: std::collections::HashSet<_> = waits.iter().collect();
+    assert_eq!(distinct.len(), 4, "{waits:?}");
+    assert_eq!(models.total_calls(), 45);
+    assert_eq!(svc.stats().totals.failed, 5);
 }
 
 #[tokio::test(start_paused = true)]
@@ -630,10 +632,11 @@ async fn passes_stop_at_a_fatal_error_the_attempt_cap_and_the_deadline() {
         .unwrap_err();
     assert_eq!(trail(&fallback_error(err)), ["A", "B", "C", "A"]);
 
-    // A pass that cannot start before the deadline is not waited for.
+    // A pass that cannot start before the deadline (at least half the backoff away) is not waited
+    // for.
     let svc = passes(2, backoff).layer(models.clone());
     let start = Instant::now();
-    let deadline = start + Duration::from_millis(900);
+    let deadline = start + Duration::from_millis(400);
     let err = send(&svc, ModelRequest::new(()).with_deadline(deadline))
         .await
         .unwrap_err();

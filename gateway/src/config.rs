@@ -91,8 +91,8 @@ pub struct PolicyConfig {
     /// Passes through the chain before a request fails: after every model failed, wait and try
     /// them again (1: each model once).
     pub passes: u32,
-    /// The longest wait before the second pass, in seconds (doubled for each further one); shorter
-    /// when the policy reopens a model sooner.
+    /// The longest wait before the second pass, in seconds (doubled for each further one); each
+    /// request waits between half and all of it.
     pub pass_backoff_s: f64,
     /// Transient failures in a row (connect errors, timeouts, 5xx) that eject a model; 0 turns outlier
     /// ejection off.

@@ -30,6 +30,7 @@ use tower_model_fallback::Fallback;
 use tower_model_fallback::ModelChain;
 use tower_model_fallback::ModelId;
 use tower_model_fallback::ModelRequest;
+use tower_model_fallback::RequestId;
 use tower_model_fallback::cluster::{
     ClusterApplier, ClusterEvent, ClusterPolicy, Clustered, LeaseDue,
 };
@@ -388,12 +389,11 @@ async fn send_one(
     issued: &AtomicUsize,
 ) -> Duration {
     let started = Instant::now();
-    issued.fetch_add(1, Ordering::Relaxed);
+    // Ids in the order requests are issued, so that whatever the layer derives from them replays.
+    let id = RequestId::new(issued.fetch_add(1, Ordering::Relaxed) as u64);
     let size = call.size;
-    let result = service
-        .clone()
-        .oneshot(ModelRequest::new(call).with_cost(size))
-        .await;
+    let request = ModelRequest::new(call).with_id(id).with_cost(size);
+    let result = service.clone().oneshot(request).await;
     let failed = match &result {
         Ok(served) => served.failed_attempts(),
         Err(error) => error

@@ -110,8 +110,8 @@ struct Args {
     /// and shared (events 5 ms late, or --shared-delay-ms).
     #[arg(long)]
     replicas_table: bool,
-    /// Passes the layer makes through the chain before a request fails, waiting up to a second
-    /// before each further one (1: each model once).
+    /// Passes the layer makes through the chain before a request fails, waiting half a second to
+    /// a second before the second (1: each model once).
     #[arg(long, default_value_t = 1)]
     passes: u32,
     /// Run every policy on the sweep's grid of 720 workloads (on every core) and print how often each
