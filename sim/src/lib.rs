@@ -391,8 +391,8 @@ async fn send_one(
     let started = Instant::now();
     // Ids in the order requests are issued, so that whatever the layer derives from them replays.
     let id = RequestId::new(issued.fetch_add(1, Ordering::Relaxed) as u64);
-    let size = call.size;
-    let request = ModelRequest::new(call).with_id(id).with_cost(size);
+    let estimate = scenario.estimate(call.size);
+    let request = ModelRequest::new(call).with_id(id).with_cost(estimate);
     let result = service.clone().oneshot(request).await;
     let failed = match &result {
         Ok(served) => served.failed_attempts(),

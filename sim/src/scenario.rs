@@ -376,6 +376,14 @@ impl Scenario {
             TokenCost::new(s.input_tokens, s.output_tokens)
         })
     }
+
+    /// What the caller can tell the layer about a request of `size` before its answer, as the
+    /// gateway estimates it: the input and the output budget it declares (the real output only
+    /// where the scenario declares no budget).
+    pub(crate) fn estimate(&self, size: TokenCost) -> TokenCost {
+        self.max_tokens
+            .map_or(size, |budget| TokenCost::new(size.input, budget))
+    }
 }
 
 /// Parses a request-size mix: `WEIGHT:INPUT:OUTPUT` per size, comma-separated.
@@ -403,4 +411,18 @@ pub fn parse_sizes(text: &str) -> Result<Vec<RequestSize>, String> {
         return Err("the size mix needs a weight above 0".into());
     }
     Ok(sizes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layer_is_told_the_declared_budget_not_the_output_to_come() {
+        let mut scenario = Scenario::default_scenario();
+        let size = TokenCost::new(500, 200);
+        assert_eq!(scenario.estimate(size), TokenCost::new(500, 2_048));
+        scenario.max_tokens = None;
+        assert_eq!(scenario.estimate(size), size);
+    }
 }
