@@ -376,7 +376,7 @@ fn tokens_are_charged_at_the_output_budget_and_settled_to_what_was_used() {
 }
 
 #[test]
-fn a_request_larger_than_the_whole_bucket_is_rejected_not_charged() {
+fn a_request_larger_than_a_minute_of_quota_is_rejected_not_charged() {
     let mut scenario = short(Scenario::default_scenario(), 2, 10);
     scenario.max_tokens = Some(1_000_000);
     let report = sim::run(&scenario, PolicyKind::Adaptive, 7).unwrap();
@@ -384,6 +384,21 @@ fn a_request_larger_than_the_whole_bucket_is_rejected_not_charged() {
     assert_eq!(report.success_rate, 0.0);
     assert_eq!(report.attempts_per_request, 1.0);
     assert_eq!(report.throttled_per_request, 0.0);
+}
+
+#[test]
+fn a_request_deeper_than_a_shallow_bucket_is_served_when_the_bucket_is_full() {
+    // Half a second of the primary's tokens is 3,333; every request is charged its input plus
+    // 2,048 x 5 output tokens, more than that and less than a minute's quota.
+    let mut scenario = short(Scenario::default_scenario(), 5, 10);
+    for model in &mut scenario.models {
+        model.burst = Duration::from_millis(500);
+    }
+    scenario.models[0].output_burndown = 5;
+    let report = sim::run(&scenario, PolicyKind::Adaptive, 7).unwrap();
+    assert!(report.success_rate > 0.9, "{report:?}");
+    assert!(report.primary_usage > 0.2, "{report:?}");
+    assert_eq!(report.requests, report.issued, "every request resolves");
 }
 
 #[test]

@@ -71,10 +71,10 @@ impl QuotaState {
         }
     }
 
-    /// Whether a request of `tokens` tokens can ever be served: Bedrock rejects one larger than the
-    /// whole bucket (a `ValidationException`), where a smaller one would only wait for a refill.
+    /// Whether a request of `tokens` tokens can ever be served: Bedrock rejects one larger than a
+    /// minute's quota (a `ValidationException`), where a smaller one would only wait for a refill.
     pub fn fits(&self, tokens: u32) -> bool {
-        f64::from(tokens) <= self.tokens.capacity
+        f64::from(tokens) <= self.tokens.per_minute
     }
 
     /// Settles a served request charged `charged` tokens at its start that used `used`: Bedrock
@@ -85,15 +85,17 @@ impl QuotaState {
         self.tokens.level = (self.tokens.level + returned).min(self.tokens.capacity);
     }
 
-    /// Takes one request and `tokens` tokens if both fit; a throttled request takes nothing.
+    /// Takes one request and `tokens` tokens if both fit; a throttled request takes nothing. A
+    /// request larger than a bucket shallower than a minute is taken when the bucket is full, and
+    /// leaves it in debt: the quota still holds over the minute.
     pub fn try_take(&mut self, tokens: u32) -> bool {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.refilled);
         self.refilled = now;
         self.requests.refill(elapsed);
         self.tokens.refill(elapsed);
-        let tokens = f64::from(tokens).min(self.tokens.capacity);
-        if self.requests.level >= 1.0 && self.tokens.level >= tokens {
+        let tokens = f64::from(tokens);
+        if self.requests.level >= 1.0 && self.tokens.level >= tokens.min(self.tokens.capacity) {
             self.requests.level -= 1.0;
             self.tokens.level -= tokens;
             true
@@ -123,5 +125,22 @@ mod tests {
         assert!(!quota.try_take(1));
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(quota.try_take(1), "the refill pays the debt back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_deeper_than_a_shallow_bucket_waits_for_it_to_fill_and_pays_in_full() {
+        // 600 tokens per minute in a bucket of 6 s: 60 tokens deep, refilling 10 a second.
+        let mut quota = QuotaState::with_burst(Quota::new(100, 600), Duration::from_secs(6));
+        assert!(quota.fits(600), "a minute's quota can be served");
+        assert!(!quota.fits(601), "more than a minute's quota never can");
+        assert!(quota.try_take(10));
+        assert!(!quota.try_take(200), "taken only from a full bucket");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(quota.try_take(200));
+        // 200 taken from 60: 140 in debt, paid back in 14 s, then 1 s to hold one token.
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert!(!quota.try_take(1));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(quota.try_take(1));
     }
 }
