@@ -50,6 +50,8 @@ pub enum ConfigError {
     ZeroMaxAttempts,
     /// `passes` is zero.
     ZeroPasses,
+    /// `pass_backoff` is longer than an hour.
+    PassBackoffTooLong,
     /// A probe interval is zero, or the maximum is below the first interval.
     InvalidProbeInterval,
     /// A pacing margin is not above 0 and at most 1.
@@ -92,6 +94,7 @@ impl fmt::Display for ConfigError {
             ConfigError::ZeroCooldown => f.write_str("cooldown must be longer than zero"),
             ConfigError::ZeroMaxAttempts => f.write_str("max_attempts must be at least 1"),
             ConfigError::ZeroPasses => f.write_str("passes must be at least 1"),
+            ConfigError::PassBackoffTooLong => f.write_str("pass_backoff must be at most an hour"),
             ConfigError::InvalidProbeInterval => f.write_str(
                 "probe interval must be longer than zero and not longer than the maximum probe interval",
             ),

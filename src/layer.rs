@@ -39,6 +39,8 @@ pub enum WhenAllCooling {
 
 /// The longest wait before a second pass unless set.
 const DEFAULT_PASS_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest backoff accepted: a request waiting longer has no caller left.
+const MAX_PASS_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// What every clone of a layer and of its services shares.
 pub(crate) struct Shared<C> {
@@ -280,8 +282,8 @@ impl<C> FallbackLayerBuilder<C> {
         self
     }
 
-    /// The longest wait before a request's second pass (default 1 s, the AWS SDKs' base backoff);
-    /// see [`passes`](Self::passes).
+    /// The longest wait before a request's second pass (default 1 s, the AWS SDKs' base backoff; at
+    /// most an hour); see [`passes`](Self::passes).
     pub fn pass_backoff(mut self, backoff: Duration) -> Self {
         self.pass_backoff = backoff;
         self
@@ -324,6 +326,9 @@ impl<C> FallbackLayerBuilder<C> {
         }
         if self.passes == 0 {
             return Err(ConfigError::ZeroPasses);
+        }
+        if self.pass_backoff > MAX_PASS_BACKOFF {
+            return Err(ConfigError::PassBackoffTooLong);
         }
         Ok(self.finish())
     }

@@ -657,4 +657,11 @@ async fn passes_stop_at_a_fatal_error_the_attempt_cap_and_the_deadline() {
         zero.unwrap_err(),
         tower_model_fallback::error::ConfigError::ZeroPasses
     );
+    let endless = FallbackLayer::builder(AdaptiveCooldown::new(ModelChain::new(["A"]).unwrap()))
+        .pass_backoff(Duration::MAX)
+        .build();
+    assert_eq!(
+        endless.unwrap_err(),
+        tower_model_fallback::error::ConfigError::PassBackoffTooLong
+    );
 }

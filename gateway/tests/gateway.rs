@@ -382,6 +382,7 @@ async fn invalid_configs_are_rejected_before_start() {
         ("[policy]\nejection_s = 0", "outlier ejection"),
         ("[policy]\npasses = 0", "passes must be at least 1"),
         ("[policy]\npass_backoff_s = -1", "pass_backoff_s"),
+        ("[policy]\npass_backoff_s = 7200", "at most an hour"),
         ("redis_url = \"not a url\"", "redis_url"),
         (
             "redis_url = \"redis://127.0.0.1:1\"\n[policy]\nkind = \"probing\"",

@@ -327,7 +327,7 @@ enum Answer {
         charged: u32,
         used: u32,
     },
-    /// Larger than the whole token bucket: never served.
+    /// Larger than a minute's token quota: never served.
     TooLarge,
 }
 
