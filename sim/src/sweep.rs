@@ -393,12 +393,16 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
     let compared: Vec<usize> = (0..reports.len())
         .filter(|&w| reports[w].iter().flatten().any(|report| report.served > 0))
         .collect();
+    let left_out = if compared.len() < grid.len() {
+        " (in the others no policy served a request)"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "{} of {} workloads compared (in the others no policy served a request), {seeds} seed(s) \
-         each; share of them where each policy is at least as good as adaptive, means over the \
-         seeds compared (tolerances: 0.5 points of share and success, 2% of latency, 0.001 calls \
-         per request)\n",
+        "{} of {} workloads compared{left_out}, {seeds} seed(s) each; share of them where each \
+         policy is at least as good as adaptive, means over the seeds compared (tolerances: 0.5 \
+         points of share and success, 2% of latency, 0.001 calls per request)\n",
         compared.len(),
         grid.len()
     );
