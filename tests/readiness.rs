@@ -5,11 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_test::{assert_pending, assert_ready, assert_ready_err, assert_ready_ok, task};
+use tower::limit::ConcurrencyLimit;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 use tower_model_fallback::classify::StatusError;
 use tower_model_fallback::error::FallbackError;
 use tower_model_fallback::policy::{AdaptiveCooldown, AttemptInfo, CooldownPolicy, Hint, Ticket};
-use tower_model_fallback::{FallbackLayer, ModelChain, ModelRequest, TokenCost, WhenAllCooling};
+use tower_model_fallback::testing::{ScriptedModels, Step};
+use tower_model_fallback::{
+    Fallback, FallbackLayer, FallbackLayerBuilder, ModelChain, ModelRequest, TokenCost,
+    WhenAllCooling,
+};
 use tower_test::mock;
 
 type Req = ModelRequest<&'static str>;
@@ -176,19 +181,36 @@ async fn a_pick_is_made_once_however_long_readiness_is_pending() {
     assert_eq!(hints(), after_pick);
 }
 
-#[tokio::test(start_paused = true)]
-async fn waiting_out_a_cooldown_does_not_hold_the_inner_readiness() {
+type OnePermit = Fallback<ConcurrencyLimit<ScriptedModels>>;
+
+/// A layer made by `configure` over model A, which throttles once, behind a single concurrency
+/// permit; and the model.
+fn one_permit(
+    configure: impl FnOnce(FallbackLayerBuilder) -> FallbackLayerBuilder,
+) -> (OnePermit, ScriptedModels) {
     let chain = ModelChain::new(["A"]).unwrap();
-    let layer = FallbackLayer::builder(AdaptiveCooldown::new(chain))
-        .when_all_cooling(WhenAllCooling::Wait)
+    let layer = configure(FallbackLayer::builder(AdaptiveCooldown::new(chain)))
         .build()
         .unwrap();
-    let models = tower_model_fallback::testing::ScriptedModels::new()
-        .script("A", [tower_model_fallback::testing::Step::throttle()]);
+    let models = ScriptedModels::new().script("A", [Step::throttle()]);
     let svc = ServiceBuilder::new()
         .layer(layer)
         .concurrency_limit(1)
         .service(models.clone());
+    (svc, models)
+}
+
+/// Another caller gets the only permit at once: no waiting request holds it.
+fn assert_permit_free(svc: &OnePermit) {
+    let mut other = svc.clone();
+    let mut ready =
+        task::spawn(async move { ServiceExt::<Req>::ready(&mut other).await.map(|_| ()) });
+    assert_ready_ok!(ready.poll(), "another caller gets the permit at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_out_a_cooldown_does_not_hold_the_inner_readiness() {
+    let (svc, models) = one_permit(|b| b.when_all_cooling(WhenAllCooling::Wait));
     // The throttle cools A; the next request waits for it with the only permit it got from
     // `poll_ready`, unless it gives the permit back first.
     svc.clone()
@@ -197,11 +219,7 @@ async fn waiting_out_a_cooldown_does_not_hold_the_inner_readiness() {
         .unwrap_err();
     let mut waiting = task::spawn(svc.clone().oneshot(ModelRequest::new("two")));
     assert_pending!(waiting.poll());
-    let mut other = svc.clone();
-    let mut ready =
-        task::spawn(async move { ServiceExt::<Req>::ready(&mut other).await.map(|_| ()) });
-    assert_ready_ok!(ready.poll(), "another caller gets the permit at once");
-    drop(ready);
+    assert_permit_free(&svc);
     tokio::time::advance(Duration::from_secs(8)).await;
     assert_eq!(assert_ready_ok!(waiting.poll()).model(), "A");
     assert_eq!(models.calls("A"), 2);
@@ -209,27 +227,13 @@ async fn waiting_out_a_cooldown_does_not_hold_the_inner_readiness() {
 
 #[tokio::test(start_paused = true)]
 async fn waiting_for_the_next_pass_does_not_hold_the_inner_readiness() {
-    let chain = ModelChain::new(["A"]).unwrap();
-    let layer = FallbackLayer::builder(AdaptiveCooldown::new(chain))
-        .passes(2)
-        .build()
-        .unwrap();
-    let models = tower_model_fallback::testing::ScriptedModels::new()
-        .script("A", [tower_model_fallback::testing::Step::throttle()]);
-    let svc = ServiceBuilder::new()
-        .layer(layer)
-        .concurrency_limit(1)
-        .service(models.clone());
+    let (svc, models) = one_permit(|b| b.passes(2));
     let mut passing = task::spawn(svc.clone().oneshot(ModelRequest::new("one")));
     assert_pending!(
         passing.poll(),
         "throttled once, waiting for the second pass"
     );
-    let mut other = svc.clone();
-    let mut ready =
-        task::spawn(async move { ServiceExt::<Req>::ready(&mut other).await.map(|_| ()) });
-    assert_ready_ok!(ready.poll(), "another caller gets the permit at once");
-    drop(ready);
+    assert_permit_free(&svc);
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(assert_ready_ok!(passing.poll()).model(), "A");
     assert_eq!(models.calls("A"), 2);
