@@ -284,9 +284,7 @@ struct Plan<B, C> {
     request: ModelRequest<B>,
     /// Chain indexes already attempted in this pass.
     tried: u64,
-    /// Attempts admitted over every pass.
-    attempts: u32,
-    /// The pass under way, from 1.
+    /// The pass under way, from 1. Every pass before it tried each candidate once.
     pass: u32,
     max_attempts: u32,
     failed: Trail,
@@ -313,7 +311,6 @@ impl<B: Clone, C> Plan<B, C> {
             shared,
             request,
             tried: 0,
-            attempts: 0,
             pass: 1,
             max_attempts,
             failed: Trail::Empty,
@@ -342,13 +339,14 @@ impl<B: Clone, C> Plan<B, C> {
         {
             return Step::Finish(self.deadline_passed());
         }
-        if self.attempts >= self.max_attempts {
+        let attempts = self.attempts();
+        if attempts >= self.max_attempts {
             return Step::Finish(self.exhausted());
         }
         if self.tried != 0 && self.pass_done() {
             return self.next_pass();
         }
-        if self.attempts > 0
+        if attempts > 0
             && let Some(budget) = &self.shared.retry_budget
             && !budget.withdraw()
         {
@@ -414,10 +412,29 @@ impl<B: Clone, C> Plan<B, C> {
         ))
     }
 
+    /// Attempts admitted over every pass: each pass before this one tried every candidate once.
+    fn attempts(&self) -> u32 {
+        let per_pass = match self.request.route() {
+            Route::Chain => self.shared.chain.len() as u32,
+            _ => self
+                .candidates()
+                .fold(0u64, |models, model| models | 1 << model)
+                .count_ones(),
+        };
+        (self.pass - 1)
+            .saturating_mul(per_pass)
+            .saturating_add(self.tried.count_ones())
+    }
+
     /// Whether every candidate has been tried in this pass.
     fn pass_done(&self) -> bool {
-        self.candidates()
-            .all(|model| self.tried & (1 << model) != 0)
+        match self.request.route() {
+            // The common route, without walking it: after every failed attempt.
+            Route::Chain => self.tried.count_ones() as usize >= self.shared.chain.len(),
+            _ => self
+                .candidates()
+                .all(|model| self.tried & (1 << model) != 0),
+        }
     }
 
     /// Every candidate failed this pass: wait, then start the next one, if passes are left and it
@@ -496,7 +513,6 @@ impl<B: Clone, C> Plan<B, C> {
         let ticket = self.policy().on_attempt(model, self.request.cost());
         self.current = Some((model, ticket));
         self.tried |= 1 << model;
-        self.attempts += 1;
     }
 
     /// Calls `service`, which was polled ready, for the admitted attempt on `model`.
