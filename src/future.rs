@@ -453,6 +453,7 @@ impl<B: Clone, C> Plan<B, C> {
         }
         self.pass += 1;
         self.tried = 0;
+        self.shared.stats.later_pass();
         tracing::debug!(
             pass = self.pass,
             wait_ms = wait.as_millis() as u64,

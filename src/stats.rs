@@ -9,8 +9,8 @@
 //! in-flight attempts and success rate; totals of requests (counted when they
 //! start, so `requests = served + failed + cancelled + in_flight` at every instant, including
 //! requests between attempts or waiting out a cooldown), served (by the primary and by fallbacks),
-//! failed, cancelled, in flight and primary-model usage (share of finished requests the primary
-//! served). `Serialize` with the `serde` feature.
+//! failed, cancelled, in flight, passes begun after a request's first, and primary-model usage
+//! (share of finished requests the primary served). `Serialize` with the `serde` feature.
 //!
 //! Recording is a few counts per request and attempt (two for a request its first model serves), in
 //! counters split per thread: a thread writes its own shard with plain stores, so cores neither
@@ -54,6 +54,7 @@ struct Shard {
     requests: AtomicU64,
     failed: AtomicU64,
     cancelled: AtomicU64,
+    later_passes: AtomicU64,
     models: Box<[ModelCounters]>,
 }
 
@@ -63,6 +64,7 @@ impl Shard {
             requests: AtomicU64::default(),
             failed: AtomicU64::default(),
             cancelled: AtomicU64::default(),
+            later_passes: AtomicU64::default(),
             models: (0..models).map(|_| ModelCounters::default()).collect(),
         }
     }
@@ -110,6 +112,10 @@ impl Stats {
     }
     pub(crate) fn request_cancelled(&self) {
         bump(&self.shard().cancelled, Release);
+    }
+    /// A request begins a pass after its first.
+    pub(crate) fn later_pass(&self) {
+        bump(&self.shard().later_passes, Relaxed);
     }
     pub(crate) fn attempt(&self, model: usize) {
         self.model(model, Relaxed, |c| &c.attempts);
@@ -200,6 +206,7 @@ impl Stats {
                 failed,
                 cancelled,
                 in_flight: requests.saturating_sub(served + failed + cancelled),
+                later_passes: self.sum(|s| s.later_passes.load(Relaxed)),
                 primary_usage: ratio(served_by_primary, served + failed),
             },
             models,
@@ -285,6 +292,9 @@ pub struct Totals {
     pub cancelled: u64,
     /// Requests running now, including those between attempts or waiting out a cooldown.
     pub in_flight: u64,
+    /// Passes through the chain begun after a request's first, each after every candidate had
+    /// failed once ([`passes`](crate::FallbackLayerBuilder::passes)).
+    pub later_passes: u64,
     /// Share of finished requests (served or failed) that the primary answered, from 0 to 1.
     pub primary_usage: Option<f64>,
 }

@@ -189,6 +189,7 @@ impl Collector for LayerStats {
         let requests = Counters::default();
         let failed = Counters::default();
         let cancelled = Counters::default();
+        let later_passes = Counters::default();
         let primary_usage = Gauges::default();
         let shared_connected = Gauges::default();
         let shared_lag = Gauges::default();
@@ -231,6 +232,9 @@ impl Collector for LayerStats {
             requests.get_or_create(&labels).inc_by(totals.requests);
             failed.get_or_create(&labels).inc_by(totals.failed);
             cancelled.get_or_create(&labels).inc_by(totals.cancelled);
+            later_passes
+                .get_or_create(&labels)
+                .inc_by(totals.later_passes);
             primary_usage
                 .get_or_create(&labels)
                 .set(totals.primary_usage.unwrap_or(1.0));
@@ -290,6 +294,12 @@ impl Collector for LayerStats {
             "model_fallback_requests_cancelled",
             "Requests dropped before they finished",
             &cancelled,
+        )?;
+        emit(
+            e,
+            "model_fallback_later_passes",
+            "Passes through the chain begun after every model had failed once",
+            &later_passes,
         )?;
         emit(
             e,

@@ -354,7 +354,7 @@ async fn model_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     let mut models = Vec::new();
     let mut chains = Vec::new();
     let (mut requests, mut served, mut primary, mut failed) = (0, 0, 0, 0);
-    let (mut cancelled, mut in_flight) = (0, 0);
+    let (mut cancelled, mut in_flight, mut later_passes) = (0, 0, 0);
     for chain in &state.chains {
         let stats = chain.layer.stats();
         let t = &stats.totals;
@@ -364,6 +364,7 @@ async fn model_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         served += t.served;
         primary += t.served_by_primary;
         failed += t.failed;
+        later_passes += t.later_passes;
         let chain_name = chain.name();
         let shared = chain.shared.as_ref().map(|s| {
             let status = s.status();
@@ -416,6 +417,7 @@ async fn model_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
                 "failed": failed,
                 "cancelled": cancelled,
                 "in_flight": in_flight,
+                "later_passes": later_passes,
                 "primary_usage_percent": usage,
             }
         }),

@@ -217,6 +217,12 @@ async fn a_second_pass_answers_when_every_model_throttled_once() {
     assert_eq!(headers.last(), (PRIMARY.to_string(), "4".to_string()));
     let calls: Vec<u64> = chain.iter().map(|m| gw.fake.requests(m)).collect();
     assert_eq!(calls, [2, 1, 1]);
+    assert_eq!(stats(&gw.url).await["stats"]["later_passes"], 1);
+    let (_, metrics, _) = http("GET", &format!("{}/metrics", gw.url), None, "").await;
+    assert!(
+        metrics.contains("model_fallback_later_passes_total{chain=\"claude\"} 1"),
+        "{metrics}"
+    );
     gw.stop().await;
 }
 
