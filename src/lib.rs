@@ -48,11 +48,11 @@
 //! # Behaviour
 //!
 //! - **Candidates.** Each request walks the chain in order (or its own `with_order`, or a single `pinned`
-//!   model), skipping models the policy marks as cooling. Each model is tried at most once per pass, and
-//!   a request makes one pass unless the layer allows more
-//!   ([`passes`](FallbackLayerBuilder::passes): after every candidate failed, wait a short backoff and
-//!   walk them again); `max_attempts` caps the count (per layer and per request). A chain holds at most 64 models, so the
-//!   per-request bookkeeping is a bit set and the happy path allocates nothing in the layer.
+//!   model), skipping models the policy marks as cooling. Each model is tried at most once per pass;
+//!   a request makes one pass unless the layer allows more ([`passes`](FallbackLayerBuilder::passes):
+//!   after every candidate failed, wait a short backoff and walk them again). `max_attempts` caps the
+//!   count (per layer and per request). A chain holds at most 64 models, so the per-request
+//!   bookkeeping is a bit set and the happy path allocates nothing in the layer.
 //! - **Models that start cooling mid-request** (because another request was throttled on them) are skipped
 //!   by later attempts of running requests while another untried candidate is available: nobody piles onto
 //!   a model that just throttled. When every untried candidate is cooling, the running request does what a
