@@ -284,8 +284,12 @@ struct Plan<B, C> {
     request: ModelRequest<B>,
     /// Chain indexes already attempted in this pass.
     tried: u64,
-    /// The pass under way, from 1. Every pass before it tried each candidate once.
+    /// Chain indexes of models that rejected the request: later passes skip them.
+    rejected: u64,
+    /// The pass under way, from 1.
     pass: u32,
+    /// Attempts made in the passes before this one.
+    earlier: u32,
     max_attempts: u32,
     failed: Trail,
     /// The admitted attempt (picked, perhaps still waiting for readiness, or running): chain index
@@ -311,7 +315,9 @@ impl<B: Clone, C> Plan<B, C> {
             shared,
             request,
             tried: 0,
+            rejected: 0,
             pass: 1,
+            earlier: 0,
             max_attempts,
             failed: Trail::Empty,
             current: None,
@@ -343,7 +349,8 @@ impl<B: Clone, C> Plan<B, C> {
         if attempts >= self.max_attempts {
             return Step::Finish(self.exhausted());
         }
-        if self.tried != 0 && self.pass_done() {
+        let skip = self.tried | self.rejected;
+        if self.tried != 0 && self.pass_done(skip) {
             return self.next_pass();
         }
         if attempts > 0
@@ -356,7 +363,7 @@ impl<B: Clone, C> Plan<B, C> {
         let chain = &self.shared.chain;
         let cost = self.request.cost();
         let picked = match self.request.route() {
-            Route::Chain => pick(policy, cost, self.tried, 0..chain.len()),
+            Route::Chain => pick(policy, cost, skip, 0..chain.len()),
             Route::Order(models) => {
                 let unknown = models.iter().find(|m| chain.index_of(m.as_str()).is_none());
                 if models.is_empty() || unknown.is_some() {
@@ -364,11 +371,11 @@ impl<B: Clone, C> Plan<B, C> {
                     return Step::Finish(self.finish(error.into(), "unknown_model"));
                 }
                 let order = models.iter().filter_map(|m| chain.index_of(m.as_str()));
-                pick(policy, cost, self.tried, order)
+                pick(policy, cost, skip, order)
             }
             Route::Pinned(model) => match chain.index_of(model.as_str()) {
                 // A pinned model is tried whatever its cooldown: the caller asked for it.
-                Some(index) if self.tried & (1 << index) == 0 => Pick::Available(index),
+                Some(index) if skip & (1 << index) == 0 => Pick::Available(index),
                 Some(_) => Pick::Exhausted,
                 None => {
                     let unknown = UnknownModel::new(Some(model.clone()));
@@ -412,35 +419,27 @@ impl<B: Clone, C> Plan<B, C> {
         ))
     }
 
-    /// Attempts admitted over every pass: each pass before this one tried every candidate once.
+    /// Attempts admitted over every pass.
     fn attempts(&self) -> u32 {
-        let per_pass = match self.request.route() {
-            Route::Chain => self.shared.chain.len() as u32,
-            _ => self
-                .candidates()
-                .fold(0u64, |models, model| models | 1 << model)
-                .count_ones(),
-        };
-        (self.pass - 1)
-            .saturating_mul(per_pass)
-            .saturating_add(self.tried.count_ones())
+        self.earlier.saturating_add(self.tried.count_ones())
     }
 
-    /// Whether every candidate has been tried in this pass.
-    fn pass_done(&self) -> bool {
+    /// Whether every candidate has been tried in this pass, or `skip`ped.
+    fn pass_done(&self, skip: u64) -> bool {
         match self.request.route() {
             // The common route, without walking it: after every failed attempt.
-            Route::Chain => self.tried.count_ones() as usize >= self.shared.chain.len(),
-            _ => self
-                .candidates()
-                .all(|model| self.tried & (1 << model) != 0),
+            Route::Chain => skip.count_ones() as usize >= self.shared.chain.len(),
+            _ => self.candidates().all(|model| skip & (1 << model) != 0),
         }
     }
 
-    /// Every candidate failed this pass: wait, then start the next one, if passes are left and it
-    /// can start before the deadline.
+    /// Every candidate failed this pass: wait, then start the next one, if passes are left, some
+    /// candidate did not reject the request, and it can start before the deadline.
     fn next_pass(&mut self) -> Step {
-        if self.pass >= self.shared.passes {
+        let all_rejected = self
+            .candidates()
+            .all(|model| self.rejected & (1 << model) != 0);
+        if self.pass >= self.shared.passes || all_rejected {
             return Step::Finish(self.exhausted());
         }
         let wait = self.pass_backoff();
@@ -452,6 +451,7 @@ impl<B: Clone, C> Plan<B, C> {
             return Step::Finish(self.exhausted());
         }
         self.pass += 1;
+        self.earlier = self.attempts();
         self.tried = 0;
         self.shared.stats.later_pass();
         tracing::debug!(
@@ -559,6 +559,9 @@ impl<B: Clone, C> Plan<B, C> {
             _ => {
                 self.shared.stats.failure(attempt.model);
                 policy.on_failure(&attempt, class);
+                if class == ErrorClass::ModelRejected {
+                    self.rejected |= 1 << attempt.model;
+                }
                 None
             }
         };

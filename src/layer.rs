@@ -259,8 +259,10 @@ impl<C> FallbackLayerBuilder<C> {
     /// pass), spread by a hash of the request id so that requests that failed together do not come
     /// back together. It does not end early when the policy reopens a model: every waiting request
     /// would come back for the same admission. The inner service's readiness is given back while
-    /// waiting. A fatal error, the attempt cap or the deadline still end the request; a pass that
-    /// could not start before the deadline is not waited for. Every attempt after the first is a
+    /// waiting. A later pass skips the models that rejected the request
+    /// ([`ModelRejected`](crate::classify::ErrorClass::ModelRejected): access denied, model not
+    /// found, the model failing on this request), and none starts when all of them did. A fatal error, the attempt cap or the deadline
+    /// still end the request; a pass that could not start before the deadline is not waited for. Every attempt after the first is a
     /// fallback, so a [`retry_budget`](Self::retry_budget) bounds the extra load of later passes
     /// when every model is failing.
     ///

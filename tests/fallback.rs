@@ -615,7 +615,7 @@ async fn later_passes_double_the_backoff_and_the_error_lists_every_attempt() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn passes_stop_at_a_fatal_error_the_attempt_cap_and_the_deadline() {
+async fn passes_stop_at_a_fatal_error_the_attempt_cap_the_deadline_and_rejections() {
     let backoff = Duration::from_secs(1);
     let models = ScriptedModels::new()
         .script("A", [Step::throttle()])
@@ -651,6 +651,21 @@ async fn passes_stop_at_a_fatal_error_the_attempt_cap_and_the_deadline() {
         .await
         .unwrap_err();
     assert_eq!(trail(&fallback_error(err)), ["B", "B"]);
+
+    // A model that rejected the request is not asked again; when every one did, nothing waits.
+    let models = ScriptedModels::new()
+        .otherwise("A", Step::error("AccessDeniedException"))
+        .otherwise("B", Step::throttle())
+        .otherwise("C", Step::error("ResourceNotFoundException"));
+    let svc = passes(2, backoff).layer(models.clone());
+    let err = send(&svc, ModelRequest::new(())).await.unwrap_err();
+    assert_eq!(trail(&fallback_error(err)), ["A", "B", "C", "B"]);
+    models.set_otherwise("B", Step::error("ModelErrorException"));
+    let svc = passes(2, backoff).layer(models.clone());
+    let start = Instant::now();
+    let err = send(&svc, ModelRequest::new(())).await.unwrap_err();
+    assert_eq!(trail(&fallback_error(err)), ["A", "B", "C"]);
+    assert_eq!(Instant::now(), start);
 
     let zero = FallbackLayer::builder(AdaptiveCooldown::new(ModelChain::new(["A"]).unwrap()))
         .passes(0)

@@ -378,8 +378,10 @@ async fn run(case: Case) {
             .get(&(i as u64))
             .cloned()
             .unwrap_or_default();
-        // A pass tries each model once, and every model before the next pass.
-        for pass in called.chunks(case.models) {
+        // A pass tries each model once, and every model before the next pass; a later pass skips
+        // the models that rejected the request.
+        let (first, later) = called.split_at(called.len().min(case.models));
+        for pass in [first, later] {
             let distinct: HashSet<_> = pass.iter().collect();
             assert_eq!(
                 distinct.len(),
@@ -387,8 +389,15 @@ async fn run(case: Case) {
                 "request {i} called a model twice in a pass: {called:?}"
             );
         }
-        let attempts_per_request = case.models * case.passes as usize;
-        assert!(called.len() <= attempts_per_request, "{called:?}");
+        let rejecting = |m: &usize| matches!(plan.outcomes[*m], Outcome::Rejected);
+        assert!(!later.iter().any(rejecting), "{called:?}");
+        let rejected = plan
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Rejected))
+            .count();
+        let attempts_per_request =
+            case.models + (case.passes as usize - 1) * (case.models - rejected);
         let cap = plan.max_attempts.map_or(attempts_per_request, |n| {
             (n as usize).min(attempts_per_request)
         });
@@ -407,7 +416,7 @@ async fn run(case: Case) {
                     let last = err.last().unwrap();
                     let tried = err.attempts().len();
                     // A pass that could not start before the deadline ends the request.
-                    let pass_cut = plan.deadline_ms.is_some() && tried % case.models == 0;
+                    let pass_cut = plan.deadline_ms.is_some() && tried == case.models;
                     assert!(
                         last.class() == ErrorClass::Fatal || tried == cap || pass_cut,
                         "request {i} ended with untried models: {err}"
