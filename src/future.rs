@@ -370,8 +370,7 @@ impl<B: Clone, C> Plan<B, C> {
                     let error = UnknownModel::new(unknown.cloned());
                     return Step::Finish(self.finish(error.into(), "unknown_model"));
                 }
-                let order = models.iter().filter_map(|m| chain.index_of(m.as_str()));
-                pick(policy, cost, skip, order)
+                pick(policy, cost, skip, self.candidates())
             }
             Route::Pinned(model) => match chain.index_of(model.as_str()) {
                 // A pinned model is tried whatever its cooldown: the caller asked for it.
@@ -436,10 +435,8 @@ impl<B: Clone, C> Plan<B, C> {
     /// Every candidate failed this pass: wait, then start the next one, if passes are left, some
     /// candidate did not reject the request, and it can start before the deadline.
     fn next_pass(&mut self) -> Step {
-        let all_rejected = self
-            .candidates()
-            .all(|model| self.rejected & (1 << model) != 0);
-        if self.pass >= self.shared.passes || all_rejected {
+        let rejected = |model: usize| self.rejected & (1 << model) != 0;
+        if self.pass >= self.shared.passes || self.candidates().all(rejected) {
             return Step::Finish(self.exhausted());
         }
         let wait = self.pass_backoff();
