@@ -137,7 +137,7 @@ mod tests {
         assert!(!quota.try_take(200), "taken only from a full bucket");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(quota.try_take(200));
-        // 200 taken from 60: 140 in debt, paid back in 14 s, then 1 s to hold one token.
+        // 200 taken from 60: 140 in debt, paid back in 14 s, then 0.1 s to hold one token.
         tokio::time::advance(Duration::from_secs(14)).await;
         assert!(!quota.try_take(1));
         tokio::time::advance(Duration::from_millis(100)).await;
