@@ -264,10 +264,16 @@ impl Metric {
 }
 
 impl Metric {
-    /// Whether `policy` is worse than `adaptive` by more than the tolerance, beyond the noise: the
+    /// Whether `policy` is worse than `adaptive` by more than the tolerance, beyond the noise (see
+    /// [`Metric::shown_worse_by`]).
+    fn shown_worse(&self, policy: &Runs, adaptive: &Runs) -> bool {
+        self.shown_worse_by(policy, adaptive, self.tolerance)
+    }
+
+    /// Whether `policy` is worse than `adaptive` by more than `tolerance`, beyond the noise: the
     /// differences seed by seed (both policies ran the same seeds, so each pair shares its users'
     /// draws), in a one-sided paired t-test at 95%. One seed shows nothing.
-    fn shown_worse(&self, policy: &Runs, adaptive: &Runs) -> bool {
+    fn shown_worse_by(&self, policy: &Runs, adaptive: &Runs, tolerance: f64) -> bool {
         let differences: Vec<f64> = policy
             .iter()
             .zip(adaptive)
@@ -279,7 +285,7 @@ impl Metric {
         }
         let mean = differences.iter().sum::<f64>() / n as f64;
         let variance = differences.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        mean - self.tolerance > t_95(n - 1) * (variance / n as f64).sqrt()
+        mean - tolerance > t_95(n - 1) * (variance / n as f64).sqrt()
     }
 }
 
@@ -409,7 +415,6 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
     header(&mut out);
     let mut worst_cases = String::new();
     for (index, policy) in rows(adaptive) {
-        let noise_floor = index == PolicyKind::ALL.len();
         let _ = write!(out, "| {policy} |");
         let mut all_good = vec![true; grid.len()];
         for metric in &METRICS {
@@ -428,14 +433,19 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
                 }
             }
             let _ = write!(out, " {:.1}% |", share(good, compared.len()));
-            if let Some((by, w)) = worst.filter(|_| !noise_floor) {
-                let _ = writeln!(
+            if let Some((by, w)) = worst {
+                let _ = write!(
                     worst_cases,
                     "- {policy}, {}: worse by {by:.3}{}: `{}`",
                     metric.name,
                     metric.unit,
                     grid[w].command()
                 );
+                if index == PolicyKind::ALL.len() {
+                    let other = grid[w].seed + OTHER_SEED;
+                    let _ = write!(worst_cases, " against its other seeds (`--seed {other}`)");
+                }
+                let _ = writeln!(worst_cases);
             }
         }
         let all = compared.iter().filter(|&&w| all_good[w]).count();
@@ -443,7 +453,7 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
     }
     let _ = writeln!(out, "\nWorst case per policy and metric:\n\n{worst_cases}");
     if seeds >= 2 {
-        paired(&mut out, &compared, reports, adaptive);
+        paired(&mut out, grid, &compared, reports, adaptive);
     }
     capacity_allows(&mut out, grid, reports);
     out
@@ -453,7 +463,13 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
 /// adaptive policy by more than the tolerance (see [`Metric::shown_worse`]). The last row, the
 /// adaptive policy against itself on other seeds, should pass about 95% per metric: the test's
 /// false alarms.
-fn paired(out: &mut String, compared: &[usize], reports: &[Vec<Runs>], adaptive: usize) {
+fn paired(
+    out: &mut String,
+    grid: &[Workload],
+    compared: &[usize],
+    reports: &[Vec<Runs>],
+    adaptive: usize,
+) {
     let _ = writeln!(
         out,
         "Paired test: share of workloads where each policy is not shown worse than adaptive by \
@@ -478,8 +494,45 @@ fn paired(out: &mut String, compared: &[usize], reports: &[Vec<Runs>], adaptive:
         let all = compared.iter().filter(|&&w| none_worse[w]).count();
         let _ = writeln!(out, " {:.1}% |", share(all, compared.len()));
     }
-    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "\nWorkloads where each policy is shown worse than adaptive by more than {GOAL_POINTS} points, \
+         the same test:\n\n| policy | primary share | success |\n|---|---|---|"
+    );
+    let mut listed = String::new();
+    for (index, policy) in rows(adaptive) {
+        let _ = write!(out, "| {policy} |");
+        for metric in METRICS.iter().filter(|m| m.unit == " points") {
+            let worse: Vec<usize> = compared
+                .iter()
+                .copied()
+                .filter(|&w| {
+                    let runs = &reports[w];
+                    metric.shown_worse_by(&runs[index], &runs[adaptive], GOAL_POINTS)
+                })
+                .collect();
+            let _ = write!(out, " {} |", worse.len());
+            if worse.len() <= MAX_LISTED {
+                for w in worse {
+                    let by = metric.worse(&reports[w][index], &reports[w][adaptive]);
+                    let _ = writeln!(
+                        listed,
+                        "- {policy}, {}: worse by {by:.3} points: `{}`",
+                        metric.name,
+                        grid[w].command()
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "\n{listed}");
 }
+/// Workloads shown worse by more than that are listed when there are at most this many.
+const MAX_LISTED: usize = 12;
+
+/// The most points of primary share or success a policy may lose to the adaptive one.
+const GOAL_POINTS: f64 = 2.0;
 
 /// The head of a table with a column per metric and one for all of them.
 fn header(out: &mut String) {
