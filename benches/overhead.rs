@@ -17,7 +17,7 @@ use std::time::{Duration, Instant as StdInstant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tower::retry::{Policy, Retry};
 use tower::{Layer, Service};
-use tower_model_fallback::classify::StatusError;
+use tower_model_fallback::classify::{StatusError, Throttle};
 use tower_model_fallback::policy::{
     AdaptiveCooldown, AttemptInfo, CooldownPolicy, Hint, PacedCooldown, Ticket,
 };
@@ -143,7 +143,7 @@ impl CooldownPolicy for NeverCool {
         Ticket::default()
     }
     fn on_success(&self, _: &AttemptInfo) {}
-    fn on_throttle(&self, _: &AttemptInfo, _: Option<Duration>) -> Duration {
+    fn on_throttle(&self, _: &AttemptInfo, _: Throttle) -> Duration {
         Duration::ZERO
     }
     fn cooldown_remaining(&self, _: usize) -> Option<Duration> {
@@ -300,7 +300,7 @@ fn candidate_list(c: &mut Criterion) {
         let policy = Arc::new(AdaptiveCooldown::new(models.clone()));
         for i in 0..n - 1 {
             let attempt = AttemptInfo::new(i, policy.on_attempt(i, None), None);
-            policy.on_throttle(&attempt, None);
+            policy.on_throttle(&attempt, Throttle::NONE);
         }
         let layer = FallbackLayer::builder_shared(policy).build().unwrap();
         let mut svc = layer.layer(Model { throttled: None });

@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use tower_model_fallback::ModelChain;
+use tower_model_fallback::classify::Throttle;
 use tower_model_fallback::cluster::Clustered;
 use tower_model_fallback::cluster::redis::RedisCluster;
 use tower_model_fallback::policy::{AdaptiveCooldown, AttemptInfo, CooldownPolicy};
@@ -53,7 +54,7 @@ async fn main() -> Result<(), tower::BoxError> {
     let mut lost = 0;
     for _ in 0..ROUNDS {
         let ticket = one.on_attempt(0, None);
-        one.on_throttle(&AttemptInfo::new(0, ticket, None), None);
+        one.on_throttle(&AttemptInfo::new(0, ticket, None), Throttle::NONE);
         match time_until(|| two.cooldown_remaining(0).is_some()).await {
             Some(delay) => samples.push(delay),
             None => lost += 1,

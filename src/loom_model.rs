@@ -14,6 +14,7 @@ use std::time::Duration;
 use loom::thread;
 
 use crate::chain::ModelChain;
+use crate::classify::Throttle;
 use crate::policy::epoch::model_clock;
 use crate::policy::{
     AdaptiveCooldown, AttemptInfo, CooldownPolicy, FixedCooldown, Hint, PacedCooldown,
@@ -46,7 +47,7 @@ fn adaptive_stale_success_never_clears_a_newer_throttle() {
         let slow = begin(&*policy);
         let throttled = begin(&*policy);
         let p = policy.clone();
-        let throttle = thread::spawn(move || p.on_throttle(&throttled, None));
+        let throttle = thread::spawn(move || p.on_throttle(&throttled, Throttle::NONE));
         policy.on_success(&slow);
         let _ = throttle.join();
         // Whichever came first, the throttle is newer evidence than a success that started before it.
@@ -66,8 +67,8 @@ fn adaptive_throttles_of_one_moment_count_once() {
         let first = begin(&*policy);
         let second = begin(&*policy);
         let p = policy.clone();
-        let other = thread::spawn(move || p.on_throttle(&second, None));
-        let mine = policy.on_throttle(&first, None);
+        let other = thread::spawn(move || p.on_throttle(&second, Throttle::NONE));
+        let mine = policy.on_throttle(&first, Throttle::NONE);
         let theirs = other.join().unwrap_or_default();
         assert_eq!(
             (mine, theirs),
@@ -82,10 +83,10 @@ fn adaptive_reset_is_never_lost() {
         at_secs(0.0);
         let policy = Arc::new(AdaptiveCooldown::new(chain()));
         let earlier = begin(&*policy);
-        policy.on_throttle(&earlier, None);
+        policy.on_throttle(&earlier, Throttle::NONE);
         let attempt = begin(&*policy);
         let p = policy.clone();
-        let throttle = thread::spawn(move || p.on_throttle(&attempt, None));
+        let throttle = thread::spawn(move || p.on_throttle(&attempt, Throttle::NONE));
         policy.reset_cooldowns();
         let _ = throttle.join();
         // Either the reset came last and nothing cools, or the throttle did and counts as the first
@@ -111,12 +112,12 @@ fn probing_success_racing_a_throttle_keeps_probes_on() {
         at_secs(0.0);
         let policy = Arc::new(ProbingCooldown::new(chain()));
         let first = begin(&*policy);
-        policy.on_throttle(&first, None);
+        policy.on_throttle(&first, Throttle::NONE);
         // Two attempts admitted after that throttle: one succeeds while the other is throttled.
         let succeeds = begin(&*policy);
         let throttled = begin(&*policy);
         let p = policy.clone();
-        let throttle = thread::spawn(move || p.on_throttle(&throttled, None));
+        let throttle = thread::spawn(move || p.on_throttle(&throttled, Throttle::NONE));
         policy.on_success(&succeeds);
         let _ = throttle.join();
         // The throttle is in force either way (after the success, or making it stale), so its
@@ -136,7 +137,7 @@ fn probing_admits_one_probe_per_expiry() {
         at_secs(0.0);
         let policy = Arc::new(ProbingCooldown::new(chain()));
         let attempt = begin(&*policy);
-        policy.on_throttle(&attempt, None);
+        policy.on_throttle(&attempt, Throttle::NONE);
         at_secs(1.5);
         let p = policy.clone();
         let other = thread::spawn(move || p.hint(A, None).is_available());
@@ -150,7 +151,7 @@ fn probing_admits_one_probe_per_expiry() {
 fn start_pacing(policy: &PacedCooldown) {
     for _ in 0..2 {
         let attempt = begin(policy);
-        policy.on_throttle(&attempt, None);
+        policy.on_throttle(&attempt, Throttle::NONE);
     }
 }
 
@@ -164,7 +165,7 @@ fn paced_readers_never_see_half_a_measurement() {
         let p = policy.clone();
         let reader = thread::spawn(move || p.pace(A));
         let later = begin(&*policy);
-        policy.on_throttle(&later, None);
+        policy.on_throttle(&later, Throttle::NONE);
         // The reader saw the first pace (1/s x 0.95, crept up 1 % in 10 s) or the second (nothing
         // served in 10 s: halfway down to zero, times the margin): never one measurement's rate
         // with the other's time, which would be the first rate uncrept or the second crept.

@@ -116,7 +116,7 @@ impl CooldownPolicy for NeverCool {
     fn on_throttle(
         &self,
         _: &tower_model_fallback::policy::AttemptInfo,
-        _: Option<std::time::Duration>,
+        _: tower_model_fallback::classify::Throttle,
     ) -> std::time::Duration {
         std::time::Duration::ZERO
     }

@@ -16,7 +16,8 @@ use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::event_stream::RawMessage;
 use tower::BoxError;
-use tower_model_fallback::classify::{Classify, DefaultClassifier, ErrorClass};
+use tower_model_fallback::classify::{Classify, DefaultClassifier, ErrorClass, QuotaLimit};
+use tower_model_fallback::testing::{out_of_daily_tokens, throttled};
 
 fn raw(status: u16, headers: &[(&'static str, &'static str)]) -> HttpResponse {
     let mut raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from("{}"));
@@ -156,7 +157,8 @@ fn retry_after_headers_ride_on_the_throttle() {
     assert_eq!(
         classify(err),
         ErrorClass::Throttled {
-            retry_after: Some(Duration::from_secs(12))
+            retry_after: Some(Duration::from_secs(12)),
+            limit: None,
         }
     );
     let err = SdkError::service_error(
@@ -166,7 +168,8 @@ fn retry_after_headers_ride_on_the_throttle() {
     assert_eq!(
         classify(err),
         ErrorClass::Throttled {
-            retry_after: Some(Duration::from_millis(1500))
+            retry_after: Some(Duration::from_millis(1500)),
+            limit: None,
         }
     );
     let err = SdkError::service_error(
@@ -260,4 +263,37 @@ fn wrapped_errors_are_found_through_their_source() {
     }
     let inner = SdkError::service_error(converse_error("ThrottlingException"), raw(429, &[]));
     assert_eq!(classify(Wrapper(inner)), ErrorClass::THROTTLED);
+}
+
+#[test]
+fn a_throttle_names_the_quota_its_message_names() {
+    let throttle = |message: &str| {
+        let meta = ErrorMetadata::builder()
+            .code("ThrottlingException")
+            .message(message)
+            .build();
+        let err = ThrottlingException::builder().meta(meta).build();
+        classify(SdkError::service_error(
+            ConverseError::ThrottlingException(err),
+            raw(429, &[]),
+        ))
+    };
+    let limit = |class: ErrorClass| class.throttle().and_then(|t| t.limit);
+    let tokens = throttle("Too many tokens, please wait before trying again.");
+    assert_eq!(limit(tokens), Some(QuotaLimit::Tokens));
+    let requests = throttle("Too many requests, please wait before trying again.");
+    assert_eq!(limit(requests), Some(QuotaLimit::Requests));
+    // A daily quota is not a rate; other messages name nothing.
+    assert_eq!(
+        limit(throttle(
+            "Too many tokens per day, please wait before trying again."
+        )),
+        None
+    );
+    assert_eq!(limit(throttle("from a test")), None);
+    // The fakes answer with the messages the classifier knows.
+    let fake = DefaultClassifier::new().classify(&throttled(QuotaLimit::Tokens));
+    assert_eq!(limit(fake), Some(QuotaLimit::Tokens));
+    let fake = DefaultClassifier::new().classify(&out_of_daily_tokens());
+    assert_eq!(fake, ErrorClass::THROTTLED);
 }

@@ -21,7 +21,7 @@ use tower_model_fallback::bedrock::{
     ConverseService, ConverseStreamService, EventStream, InvokeModelService,
     InvokeModelStreamService, converse_text, endpoint_config, user_message,
 };
-use tower_model_fallback::classify::{Classify, DefaultClassifier, ErrorClass};
+use tower_model_fallback::classify::{Classify, DefaultClassifier, ErrorClass, QuotaLimit};
 use tower_model_fallback::policy::AdaptiveCooldown;
 use tower_model_fallback::testing::{FakeBedrock, Quota, Step};
 use tower_model_fallback::wire::Operation;
@@ -54,7 +54,14 @@ fn classify(err: BoxError) -> ErrorClass {
 }
 
 const CODES: &[(&str, ErrorClass)] = &[
-    ("ThrottlingException", ErrorClass::THROTTLED),
+    // The fake says which quota ran out, as Bedrock does; the SDK hands the message on.
+    (
+        "ThrottlingException",
+        ErrorClass::Throttled {
+            retry_after: None,
+            limit: Some(QuotaLimit::Requests),
+        },
+    ),
     ("ModelNotReadyException", ErrorClass::THROTTLED),
     ("ServiceQuotaExceededException", ErrorClass::THROTTLED),
     ("ServiceUnavailableException", ErrorClass::Transient),
@@ -330,13 +337,44 @@ async fn a_retry_after_header_lengthens_the_cooldown() {
     assert_eq!(
         served.failed_attempts()[0].class(),
         ErrorClass::Throttled {
-            retry_after: Some(Duration::from_secs(45))
+            retry_after: Some(Duration::from_secs(45)),
+            limit: Some(QuotaLimit::Requests),
         }
     );
     let remaining = layer.policy().cooldown_remaining(0).unwrap();
     assert!(
         remaining > Duration::from_secs(40),
         "45 s hint beat the 10 s tier: {remaining:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_throttle_says_whether_requests_or_tokens_ran_out() {
+    // A holds one token a minute: its first request leaves the bucket in debt. B holds one request.
+    let fake = FakeBedrock::builder()
+        .quota("A", Quota::new(1_000, 1))
+        .quota("B", Quota::new(1, 1_000_000))
+        .start()
+        .await
+        .unwrap();
+    let layer = layer();
+    assert_eq!(converse_through(&layer, &fake).await.model(), "A");
+    layer.reset_cooldowns();
+    let served = converse_through(&layer, &fake).await;
+    assert_eq!(served.model(), "B");
+    let limits = |served: &Served<ConverseOutput>| -> Vec<_> {
+        let attempts = served.failed_attempts().iter();
+        attempts
+            .map(|a| a.class().throttle().and_then(|t| t.limit))
+            .collect()
+    };
+    assert_eq!(limits(&served), [Some(QuotaLimit::Tokens)]);
+    layer.reset_cooldowns();
+    let served = converse_through(&layer, &fake).await;
+    assert_eq!(served.model(), "C");
+    assert_eq!(
+        limits(&served),
+        [Some(QuotaLimit::Tokens), Some(QuotaLimit::Requests)]
     );
 }
 

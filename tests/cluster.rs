@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
+use tower_model_fallback::classify::Throttle;
 use tower_model_fallback::cluster::redis::RedisCluster;
 use tower_model_fallback::cluster::{ClusterStatusSnapshot, Clustered};
 use tower_model_fallback::policy::{AdaptiveCooldown, AttemptInfo, CooldownPolicy, Hint, Tier};
@@ -85,7 +86,7 @@ impl Replica {
     fn throttle(&self) -> Duration {
         let ticket = self.policy.on_attempt(A, None);
         self.policy
-            .on_throttle(&AttemptInfo::new(A, ticket, None), None)
+            .on_throttle(&AttemptInfo::new(A, ticket, None), Throttle::NONE)
     }
 
     fn succeed(&self) {
@@ -306,7 +307,7 @@ async fn without_redis_a_replica_runs_on_local_state_and_shares_its_news_when_re
     let ticket = other.policy.on_attempt(1, None);
     other
         .policy
-        .on_throttle(&AttemptInfo::new(1, ticket, None), None);
+        .on_throttle(&AttemptInfo::new(1, ticket, None), Throttle::NONE);
     eventually(Duration::from_secs(8), "reconnected and caught up", || {
         alone.status().connected && alone.policy.cooldown_remaining(1).is_some()
     })

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, advance};
 use tower::{BoxError, Layer, ServiceExt};
-use tower_model_fallback::classify::{ErrorClass, StatusError};
+use tower_model_fallback::classify::{ErrorClass, QuotaLimit, StatusError};
 use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError, UnknownModel};
 use tower_model_fallback::policy::{AdaptiveCooldown, CooldownPolicy};
 use tower_model_fallback::stats::ModelStatus;
@@ -33,6 +33,12 @@ async fn send(
     svc.clone().oneshot(req).await
 }
 
+/// What a scripted `ThrottlingException` classifies as: its message says requests ran out.
+const THROTTLED: ErrorClass = ErrorClass::Throttled {
+    retry_after: None,
+    limit: Some(QuotaLimit::Requests),
+};
+
 fn fallback_error(err: BoxError) -> FallbackError {
     *err.downcast::<FallbackError>().expect("a FallbackError")
 }
@@ -40,7 +46,7 @@ fn fallback_error(err: BoxError) -> FallbackError {
 #[tokio::test(start_paused = true)]
 async fn every_falling_back_class_moves_to_the_next_model() {
     for (code, class) in [
-        ("ThrottlingException", ErrorClass::THROTTLED),
+        ("ThrottlingException", THROTTLED),
         ("ServiceUnavailableException", ErrorClass::Transient),
         ("InternalServerException", ErrorClass::Transient),
         ("ModelTimeoutException", ErrorClass::Transient),
@@ -104,7 +110,7 @@ async fn every_model_is_tried_at_most_once_and_the_error_lists_them() {
     assert_eq!(
         trail,
         [
-            ("A".to_string(), ErrorClass::THROTTLED),
+            ("A".to_string(), THROTTLED),
             ("B".to_string(), ErrorClass::Transient),
             ("C".to_string(), ErrorClass::ModelRejected),
         ]
@@ -530,7 +536,8 @@ async fn responses_that_report_failures_are_classified_like_errors() {
         trail,
         [
             ErrorClass::Throttled {
-                retry_after: Some(Duration::from_secs(20))
+                retry_after: Some(Duration::from_secs(20)),
+                limit: None,
             },
             ErrorClass::Transient
         ]

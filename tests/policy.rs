@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio::time::advance;
 use tower_model_fallback::ModelChain;
+use tower_model_fallback::classify::Throttle;
 use tower_model_fallback::error::ConfigError;
 use tower_model_fallback::policy::{
     AdaptiveCooldown, AttemptInfo, CooldownPolicy, FixedCooldown, Hint, PacedCooldown,
@@ -27,7 +28,7 @@ fn begin(policy: &dyn CooldownPolicy, model: usize) -> AttemptInfo {
 
 fn throttle(policy: &dyn CooldownPolicy, model: usize) -> Duration {
     let attempt = begin(policy, model);
-    policy.on_throttle(&attempt, None)
+    policy.on_throttle(&attempt, Throttle::NONE)
 }
 
 #[tokio::test(start_paused = true)]
@@ -125,18 +126,21 @@ async fn stale_success_does_not_reopen_the_model() {
 async fn retry_after_lengthens_but_never_shortens_the_cooldown() {
     let policy = AdaptiveCooldown::new(chain());
     let attempt = begin(&policy, A);
-    assert_eq!(policy.on_throttle(&attempt, Some(secs(45))), secs(45));
+    assert_eq!(
+        policy.on_throttle(&attempt, Throttle::retry_after(secs(45))),
+        secs(45)
+    );
     policy.reset_cooldowns();
     let attempt = begin(&policy, A);
     assert_eq!(
-        policy.on_throttle(&attempt, Some(secs(3))),
+        policy.on_throttle(&attempt, Throttle::retry_after(secs(3))),
         secs(10),
         "shorter hint ignored"
     );
     policy.reset_cooldowns();
     let attempt = begin(&policy, A);
     assert_eq!(
-        policy.on_throttle(&attempt, Some(secs(86_400))),
+        policy.on_throttle(&attempt, Throttle::retry_after(secs(86_400))),
         secs(300),
         "hints are capped by max_retry_after"
     );
@@ -149,7 +153,7 @@ async fn later_throttle_never_shortens_a_running_cooldown() {
         .build(chain())
         .unwrap();
     let attempt = begin(&policy, A);
-    policy.on_throttle(&attempt, Some(secs(100)));
+    policy.on_throttle(&attempt, Throttle::retry_after(secs(100)));
     assert_eq!(
         throttle(&policy, A),
         secs(100),
@@ -376,7 +380,7 @@ async fn paced_leaves_a_lone_throttle_open_and_paces_on_the_next_one() {
     assert_eq!(policy.hint(A, None), Hint::Available);
     // A straggler that started before it is not a second one.
     let straggler = AttemptInfo::new(A, tower_model_fallback::policy::Ticket::new(0), None);
-    policy.on_throttle(&straggler, None);
+    policy.on_throttle(&straggler, Throttle::NONE);
     assert_eq!(policy.pace(A), None);
 
     // Another fresh throttle 31 s later is alone again; one 29 s after that paces.
@@ -478,7 +482,7 @@ async fn paced_measures_the_refill_between_throttles() {
     // An attempt that started before that throttle and is throttled too says nothing new.
     let straggler = AttemptInfo::new(A, tower_model_fallback::policy::Ticket::new(0), None);
     advance(secs(6)).await;
-    policy.on_throttle(&straggler, None);
+    policy.on_throttle(&straggler, Throttle::NONE);
     assert!(
         near(policy.pace(A).unwrap(), want * 1.007),
         "{:?}",
@@ -544,7 +548,10 @@ async fn paced_opens_again_after_a_quiet_minute_unless_it_is_holding_requests_ba
 async fn paced_holds_a_model_for_its_retry_after_up_to_a_cap_and_reset_opens_it() {
     let policy = PacedCooldown::new(chain());
     let attempt = begin(&policy, A);
-    assert_eq!(policy.on_throttle(&attempt, Some(secs(30))), secs(30));
+    assert_eq!(
+        policy.on_throttle(&attempt, Throttle::retry_after(secs(30))),
+        secs(30)
+    );
     advance(secs(29)).await;
     assert!(!policy.hint(A, None).is_available());
     advance(secs(1)).await;
@@ -552,7 +559,10 @@ async fn paced_holds_a_model_for_its_retry_after_up_to_a_cap_and_reset_opens_it(
 
     // An odd header asking for an hour holds the model for the 300 s cap.
     let attempt = begin(&policy, A);
-    assert_eq!(policy.on_throttle(&attempt, Some(secs(3_600))), secs(300));
+    assert_eq!(
+        policy.on_throttle(&attempt, Throttle::retry_after(secs(3_600))),
+        secs(300)
+    );
     assert!(!policy.hint(A, None).is_available());
     policy.reset_cooldowns();
     assert_eq!(policy.pace(A), None);
@@ -615,11 +625,11 @@ async fn throttles_of_one_moment_count_once() {
     // Four attempts in flight together, all throttled: one empty quota, seen four times.
     let attempts: Vec<_> = (0..4).map(|_| begin(&policy, A)).collect();
     for attempt in &attempts {
-        assert_eq!(policy.on_throttle(attempt, None), secs(10));
+        assert_eq!(policy.on_throttle(attempt, Throttle::NONE), secs(10));
     }
     assert_eq!(policy.cooldown_remaining(A), Some(secs(10)));
     // A stale throttle may still lengthen the cooldown by its retry-after hint.
-    let stale = policy.on_throttle(&attempts[0], Some(secs(20)));
+    let stale = policy.on_throttle(&attempts[0], Throttle::retry_after(secs(20)));
     assert_eq!(stale, secs(20));
     // An attempt that starts after the throttle and is throttled too is new evidence.
     advance(secs(9)).await;
@@ -650,7 +660,7 @@ async fn flood(policy: &PacedCooldown, seconds: u64) -> (u64, u64) {
                 answering.push((attempt, 4));
             } else {
                 throttled += 1;
-                policy.on_throttle(&attempt, None);
+                policy.on_throttle(&attempt, Throttle::NONE);
             }
         }
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio::time::{Instant, sleep};
 use tower::{BoxError, Layer, Service, ServiceExt};
-use tower_model_fallback::classify::{ErrorClass, StatusError};
+use tower_model_fallback::classify::{ErrorClass, StatusError, Throttle};
 use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError};
 use tower_model_fallback::policy::{
     AdaptiveCooldown, AttemptInfo, CooldownPolicy, FixedCooldown, Hint, PacedCooldown,
@@ -156,9 +156,9 @@ impl CooldownPolicy for Recorder {
         self.outcomes.fetch_add(1, Ordering::Relaxed);
         self.inner.on_success(attempt)
     }
-    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
+    fn on_throttle(&self, attempt: &AttemptInfo, throttle: Throttle) -> Duration {
         self.outcomes.fetch_add(1, Ordering::Relaxed);
-        self.inner.on_throttle(attempt, retry_after)
+        self.inner.on_throttle(attempt, throttle)
     }
     fn on_failure(&self, attempt: &AttemptInfo, class: ErrorClass) {
         self.outcomes.fetch_add(1, Ordering::Relaxed);
@@ -348,7 +348,7 @@ async fn run(case: Case) {
             // Straight to the inner policy: it is another layer's throttle, not an attempt here.
             let inner = &recorder.inner;
             let attempt = AttemptInfo::new(model, inner.on_attempt(model, None), None);
-            inner.on_throttle(&attempt, None);
+            inner.on_throttle(&attempt, Throttle::NONE);
         });
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_test::{assert_pending, assert_ready, assert_ready_err, assert_ready_ok, task};
 use tower::limit::ConcurrencyLimit;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use tower_model_fallback::classify::StatusError;
+use tower_model_fallback::classify::{StatusError, Throttle};
 use tower_model_fallback::error::FallbackError;
 use tower_model_fallback::policy::{AdaptiveCooldown, AttemptInfo, CooldownPolicy, Hint, Ticket};
 use tower_model_fallback::testing::{ScriptedModels, Step};
@@ -134,8 +134,8 @@ impl CooldownPolicy for CountingHints {
     fn on_success(&self, attempt: &AttemptInfo) {
         self.inner.on_success(attempt)
     }
-    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
-        self.inner.on_throttle(attempt, retry_after)
+    fn on_throttle(&self, attempt: &AttemptInfo, throttle: Throttle) -> Duration {
+        self.inner.on_throttle(attempt, throttle)
     }
     fn cooldown_remaining(&self, model: usize) -> Option<Duration> {
         self.inner.cooldown_remaining(model)

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::SimModel;
-use tower_model_fallback::classify::StatusError;
-use tower_model_fallback::testing::QuotaState;
+use tower_model_fallback::classify::{QuotaLimit, StatusError};
+use tower_model_fallback::testing::{QuotaState, out_of_daily_tokens, throttled};
 use tower_model_fallback::{ModelRequest, TokenCost};
 
 /// The upstream calls as they happen, added up: their number, and the primary's recovery after each
@@ -214,11 +214,16 @@ impl Service<ModelRequest<SimCall>> for SimBedrock {
                 .is_some_and(|limit| state.today[index] + u64::from(charged) > limit);
             let answer = if !state.quotas[index].fits(charged) {
                 Answer::TooLarge
-            } else if capacity_throttle || over_daily {
-                Answer::Throttled
+            } else if over_daily {
+                Answer::Throttled(None)
+            } else if capacity_throttle {
+                // Bedrock's on-demand capacity throttles say what an empty request quota says.
+                Answer::Throttled(Some(QuotaLimit::Requests))
             } else if unavailable {
                 Answer::Unavailable
-            } else if state.quotas[index].try_take(charged) {
+            } else if let Err(limit) = state.quotas[index].try_take(charged) {
+                Answer::Throttled(Some(limit))
+            } else {
                 state.today[index] += u64::from(charged);
                 let timed_out =
                     model.timeout_rate > 0.0 && draws.random::<f64>() < model.timeout_rate;
@@ -230,8 +235,6 @@ impl Service<ModelRequest<SimCall>> for SimBedrock {
                 } else {
                     Answer::Served { charged, used }
                 }
-            } else {
-                Answer::Throttled
             };
             // How long until the answer reaches the layer, and how long it streams after that: a
             // stream reaches it after the base latency.
@@ -251,11 +254,13 @@ impl Service<ModelRequest<SimCall>> for SimBedrock {
                 }
                 Answer::Unavailable => (model.latency_base, Duration::ZERO),
                 Answer::TimedOut { .. } => (model.timeout_after, Duration::ZERO),
-                Answer::Throttled | Answer::TooLarge => (model.throttle_latency, Duration::ZERO),
+                Answer::Throttled(_) | Answer::TooLarge => (model.throttle_latency, Duration::ZERO),
             };
-            state
-                .upstream
-                .record(Instant::now(), index, answer == Answer::Throttled);
+            state.upstream.record(
+                Instant::now(),
+                index,
+                matches!(answer, Answer::Throttled(_)),
+            );
             let cap = Duration::from_secs(300);
             (answer, (latency.0.min(cap), latency.1.min(cap)))
         };
@@ -284,9 +289,8 @@ impl Service<ModelRequest<SimCall>> for SimBedrock {
                 Answer::TooLarge => Err(StatusError::new(400)
                     .with_code("ValidationException")
                     .with_message("Input is too long for requested model.")),
-                Answer::Throttled => Err(StatusError::new(429)
-                    .with_code("ThrottlingException")
-                    .with_message("Too many requests, please wait before trying again.")),
+                Answer::Throttled(Some(limit)) => Err(throttled(limit)),
+                Answer::Throttled(None) => Err(out_of_daily_tokens()),
                 Answer::Unavailable => {
                     Err(StatusError::new(503).with_code("ServiceUnavailableException"))
                 }
@@ -320,7 +324,8 @@ enum Answer {
         charged: u32,
         used: u32,
     },
-    Throttled,
+    /// Throttled because this quota ran out; `None`: the daily token quota.
+    Throttled(Option<QuotaLimit>),
     Unavailable,
     /// Admitted, then hung until the model's processing timeout, having used only its input.
     TimedOut {

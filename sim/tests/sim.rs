@@ -454,7 +454,10 @@ fn the_sweep_is_deterministic_whatever_the_threads() {
     assert!(table.contains("Paired test"), "two seeds each: {table}");
     assert!(table.contains("by more than 2 points"), "{table}");
     // The noise floor's worst cases name the other seeds they ran.
-    assert!(table.contains("against its other seeds (`--seed "), "{table}");
+    assert!(
+        table.contains("against its other seeds (`--seed "),
+        "{table}"
+    );
     assert!(table.contains("Where capacity allows"), "{table}");
     // Every worst case names a command that runs its workload alone.
     assert!(

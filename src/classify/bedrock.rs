@@ -56,7 +56,12 @@ fn classify_http<E: ProvideErrorMetadata>(c: &DefaultClassifier, err: &HttpError
             let headers = raw.headers();
             let retry_after =
                 parse_retry_after(headers.get("retry-after"), headers.get("x-amz-retry-after"));
-            c.classify_response(err.code(), Some(raw.status().as_u16()), retry_after)
+            c.classify_response(
+                err.code(),
+                Some(raw.status().as_u16()),
+                err.message(),
+                retry_after,
+            )
         }
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorClass::Transient,
         SdkError::DispatchFailure(failure) if failure.is_user() => ErrorClass::Fatal,
@@ -87,9 +92,9 @@ fn converse_stream_event(c: &DefaultClassifier, e: &ConverseStreamOutputError) -
         ConverseStreamOutputError::InternalServerException(_) => "InternalServerException",
         ConverseStreamOutputError::ModelStreamErrorException(_) => "ModelStreamErrorException",
         ConverseStreamOutputError::ValidationException(_) => "ValidationException",
-        other => return c.classify_response(other.code(), None, None),
+        other => return c.classify_response(other.code(), None, other.message(), None),
     };
-    c.classify_response(Some(code), None, None)
+    c.classify_response(Some(code), None, e.message(), None)
 }
 
 fn invoke_stream_event(c: &DefaultClassifier, e: &ResponseStreamError) -> ErrorClass {
@@ -100,7 +105,7 @@ fn invoke_stream_event(c: &DefaultClassifier, e: &ResponseStreamError) -> ErrorC
         ResponseStreamError::ModelStreamErrorException(_) => "ModelStreamErrorException",
         ResponseStreamError::ModelTimeoutException(_) => "ModelTimeoutException",
         ResponseStreamError::ValidationException(_) => "ValidationException",
-        other => return c.classify_response(other.code(), None, None),
+        other => return c.classify_response(other.code(), None, other.message(), None),
     };
-    c.classify_response(Some(code), None, None)
+    c.classify_response(Some(code), None, e.message(), None)
 }

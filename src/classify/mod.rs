@@ -5,7 +5,8 @@
 //! I/O failures and this crate's [`StatusError`]; its table can be overridden per code or status.
 //!
 //! Retry-after hints are read from `retry-after` (seconds) and `x-amz-retry-after` (milliseconds);
-//! the longer wins, capped by the policy's `max_retry_after` (300 s). Override entries with
+//! the longer wins, capped by the policy's `max_retry_after` (300 s). A throttle's message tells which
+//! quota ran out ([`QuotaLimit`]): Bedrock says "Too many requests" or "Too many tokens". Override entries with
 //! [`DefaultClassifier::with_code`] / [`with_status`](DefaultClassifier::with_status), or pass any
 //! `Fn(&(dyn Error + 'static)) -> ErrorClass`. Your own services can return a [`StatusError`]
 //! (status, code, retry-after) to be classified like Bedrock.
@@ -17,7 +18,7 @@
 //!
 //! | class | Bedrock codes / errors | what the layer does |
 //! |---|---|---|
-//! | [`Throttled`](ErrorClass::Throttled) | `ThrottlingException`, `ServiceQuotaExceededException`, `ModelNotReadyException`, any HTTP 429 | records a cooldown, tries the next model |
+//! | [`Throttled`](ErrorClass::Throttled) | `ThrottlingException`, `ServiceQuotaExceededException`, `ModelNotReadyException`, any HTTP 429 | records a cooldown (telling the policy the retry-after hint and the quota the message names), tries the next model |
 //! | [`Transient`](ErrorClass::Transient) | `ServiceUnavailableException` (503), `InternalServerException` (500), `ModelTimeoutException` (408), SDK timeouts, dispatch and response failures, tower timeouts | tries the next model |
 //! | [`ModelRejected`](ErrorClass::ModelRejected) | `AccessDeniedException`, `ResourceNotFoundException`, `ModelErrorException` (424) | tries the next model |
 //! | [`Fatal`](ErrorClass::Fatal) | `ValidationException`, construction failures, anything unknown | returns the error at once |
@@ -32,11 +33,13 @@ use std::time::Duration;
 mod bedrock;
 mod response;
 mod status;
+mod throttle;
 
 #[cfg(feature = "wire")]
 pub(crate) use response::status_error;
 pub use response::{ClassifyResponse, HttpStatus, OkIsSuccess};
 pub use status::StatusError;
+pub use throttle::{QuotaLimit, Throttle};
 
 /// What an error means for routing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +49,8 @@ pub enum ErrorClass {
     Throttled {
         /// How long the service asked callers to stay away, if it said.
         retry_after: Option<Duration>,
+        /// The quota that ran out, if it said.
+        limit: Option<QuotaLimit>,
     },
     /// The call failed for a reason that may not recur on another model: try the next one.
     Transient,
@@ -57,7 +62,10 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     /// A throttle without a retry-after hint.
-    pub const THROTTLED: ErrorClass = ErrorClass::Throttled { retry_after: None };
+    pub const THROTTLED: ErrorClass = ErrorClass::Throttled {
+        retry_after: None,
+        limit: None,
+    };
 
     /// Whether the layer moves on to the next model after this error.
     pub fn falls_back(&self) -> bool {
@@ -67,6 +75,14 @@ impl ErrorClass {
     /// Whether this is a throttle.
     pub fn is_throttled(&self) -> bool {
         matches!(self, ErrorClass::Throttled { .. })
+    }
+
+    /// What a throttle told the caller, as a policy receives it; `None` for any other class.
+    pub fn throttle(&self) -> Option<Throttle> {
+        match *self {
+            ErrorClass::Throttled { retry_after, limit } => Some(Throttle { retry_after, limit }),
+            _ => None,
+        }
     }
 
     /// A short lowercase name for logs and metrics.
@@ -178,12 +194,13 @@ impl DefaultClassifier {
         self
     }
 
-    /// The class of a service error known by its code and HTTP status. A `retry_after` hint is
-    /// attached to throttles.
+    /// The class of a service error known by its code, HTTP status and message. A `retry_after` hint
+    /// and the quota the message names are attached to throttles.
     pub fn classify_response(
         &self,
         code: Option<&str>,
         status: Option<u16>,
+        message: Option<&str>,
         retry_after: Option<Duration>,
     ) -> ErrorClass {
         let by_code = code.and_then(|code| {
@@ -199,14 +216,25 @@ impl DefaultClassifier {
             .or_else(|| status.map(class_of_status))
             .unwrap_or(ErrorClass::Fatal);
         match class {
-            ErrorClass::Throttled { retry_after: None } => ErrorClass::Throttled { retry_after },
+            ErrorClass::Throttled {
+                retry_after: None,
+                limit: None,
+            } => ErrorClass::Throttled {
+                retry_after,
+                limit: message.and_then(limit_of_message),
+            },
             other => other,
         }
     }
 
     fn classify_one(&self, error: &(dyn Error + 'static)) -> Option<ErrorClass> {
         if let Some(err) = error.downcast_ref::<StatusError>() {
-            return Some(self.classify_response(err.code(), Some(err.status()), err.retry_after()));
+            return Some(self.classify_response(
+                err.code(),
+                Some(err.status()),
+                err.message(),
+                err.retry_after(),
+            ));
         }
         #[cfg(feature = "bedrock")]
         if let Some(class) = bedrock::classify(self, error) {
@@ -241,6 +269,22 @@ impl Classify for DefaultClassifier {
         }
         ErrorClass::Fatal
     }
+}
+
+/// Bedrock's throttle messages and the quota each names. A daily token quota ("Too many tokens per
+/// day") is not a rate: it names none.
+const BEDROCK_THROTTLE_MESSAGES: &[(&str, Option<QuotaLimit>)] = &[
+    ("Too many tokens per day", None),
+    ("Too many tokens", Some(QuotaLimit::Tokens)),
+    ("Too many requests", Some(QuotaLimit::Requests)),
+];
+
+/// The quota a throttle's message says ran out.
+fn limit_of_message(message: &str) -> Option<QuotaLimit> {
+    BEDROCK_THROTTLE_MESSAGES
+        .iter()
+        .find(|(start, _)| message.starts_with(start))
+        .and_then(|(_, limit)| *limit)
 }
 
 /// The class of a bare HTTP status.

@@ -54,7 +54,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::chain::ModelChain;
-use crate::classify::ErrorClass;
+use crate::classify::{ErrorClass, Throttle};
 use crate::policy::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::request::{ModelId, TokenCost};
 
@@ -430,9 +430,9 @@ impl<P: ClusterPolicy> CooldownPolicy for Clustered<P> {
         }
     }
 
-    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
+    fn on_throttle(&self, attempt: &AttemptInfo, throttle: Throttle) -> Duration {
         let new = self.inner.is_new_throttle(attempt);
-        let cooldown = self.inner.on_throttle(attempt, retry_after);
+        let cooldown = self.inner.on_throttle(attempt, throttle);
         if new && let Some(model) = self.id(attempt.model) {
             self.publish(ClusterEvent::Throttled { model, cooldown });
         }

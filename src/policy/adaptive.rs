@@ -8,6 +8,7 @@ use super::cell::CooldownCell;
 use super::epoch::{Epoch, nanos};
 use super::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
+use crate::classify::Throttle;
 use crate::cluster::{ClusterEvent, ClusterPolicy};
 use crate::error::ConfigError;
 use crate::request::TokenCost;
@@ -209,11 +210,11 @@ impl CooldownPolicy for AdaptiveCooldown {
         state.forget(&mut history);
     }
 
-    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
+    fn on_throttle(&self, attempt: &AttemptInfo, throttle: Throttle) -> Duration {
         if let Some(state) = self.models.get(attempt.model) {
             state.seen_here.store(self.epoch.now(), Ordering::Relaxed);
         }
-        self.record_throttle(attempt, retry_after)
+        self.record_throttle(attempt, throttle.retry_after)
     }
 
     fn cooldown_remaining(&self, model: usize) -> Option<Duration> {

@@ -4,7 +4,7 @@ use std::time::Duration;
 use super::epoch::{Epoch, nanos};
 use super::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
-use crate::classify::ErrorClass;
+use crate::classify::{ErrorClass, Throttle};
 use crate::error::ConfigError;
 use crate::request::TokenCost;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
@@ -263,8 +263,8 @@ impl<P: CooldownPolicy> CooldownPolicy for OutlierEjection<P> {
         self.answered(attempt.model);
     }
 
-    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
-        let cooldown = self.inner.on_throttle(attempt, retry_after);
+    fn on_throttle(&self, attempt: &AttemptInfo, throttle: Throttle) -> Duration {
+        let cooldown = self.inner.on_throttle(attempt, throttle);
         self.answered(attempt.model);
         cooldown
     }

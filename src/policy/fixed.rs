@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::{AttemptInfo, CooldownCell, CooldownPolicy, Epoch, Hint};
 use crate::chain::ModelChain;
+use crate::classify::Throttle;
 use crate::error::ConfigError;
 use crate::request::TokenCost;
 
@@ -72,7 +73,7 @@ impl CooldownPolicy for FixedCooldown {
 
     fn on_success(&self, _attempt: &AttemptInfo) {}
 
-    fn on_throttle(&self, attempt: &AttemptInfo, _retry_after: Option<Duration>) -> Duration {
+    fn on_throttle(&self, attempt: &AttemptInfo, _throttle: Throttle) -> Duration {
         if let Some(cell) = self.models.get(attempt.model) {
             cell.extend_to(&self.epoch, self.epoch.instant() + self.cooldown);
         }

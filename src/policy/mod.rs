@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::chain::ModelChain;
-use crate::classify::ErrorClass;
+use crate::classify::{ErrorClass, Throttle};
 use crate::request::TokenCost;
 
 mod adaptive;
@@ -158,9 +158,10 @@ pub trait CooldownPolicy: Any + fmt::Debug + Send + Sync {
     /// The attempt succeeded.
     fn on_success(&self, attempt: &AttemptInfo);
 
-    /// The attempt was throttled; `retry_after` is the service's hint, if any. Returns the cooldown
-    /// now in force on the model (zero if none), for traces and stats.
-    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration;
+    /// The attempt was throttled; `throttle` holds what the service said (a retry-after hint, the
+    /// quota that ran out). Returns the cooldown now in force on the model (zero if none), for
+    /// traces and stats.
+    fn on_throttle(&self, attempt: &AttemptInfo, throttle: Throttle) -> Duration;
 
     /// The attempt failed for a reason other than a throttle.
     fn on_failure(&self, attempt: &AttemptInfo, class: ErrorClass) {
@@ -204,8 +205,8 @@ impl CooldownPolicy for Arc<dyn CooldownPolicy> {
     fn on_success(&self, attempt: &AttemptInfo) {
         (**self).on_success(attempt)
     }
-    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
-        (**self).on_throttle(attempt, retry_after)
+    fn on_throttle(&self, attempt: &AttemptInfo, throttle: Throttle) -> Duration {
+        (**self).on_throttle(attempt, throttle)
     }
     fn on_failure(&self, attempt: &AttemptInfo, class: ErrorClass) {
         (**self).on_failure(attempt, class)

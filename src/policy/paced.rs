@@ -5,6 +5,7 @@ use super::epoch::{Epoch, nanos};
 use super::rate_cell::RateCell;
 use super::{AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
+use crate::classify::Throttle;
 use crate::cluster::{ClusterEvent, ClusterPolicy};
 use crate::error::ConfigError;
 use crate::per_thread::PerThreadCounter;
@@ -258,8 +259,8 @@ impl CooldownPolicy for PacedCooldown {
         }
     }
 
-    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
-        self.record_throttle(attempt, retry_after, true)
+    fn on_throttle(&self, attempt: &AttemptInfo, throttle: Throttle) -> Duration {
+        self.record_throttle(attempt, throttle.retry_after, true)
     }
 
     /// While the model is paced, the time until it admits the next request (zero when it would admit

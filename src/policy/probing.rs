@@ -4,7 +4,7 @@ use std::time::Duration;
 use super::epoch::{Epoch, nanos};
 use super::{AdaptiveCooldown, AttemptInfo, CooldownPolicy, Hint, Ticket};
 use crate::chain::ModelChain;
-use crate::classify::ErrorClass;
+use crate::classify::{ErrorClass, Throttle};
 use crate::error::ConfigError;
 use crate::request::TokenCost;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
@@ -146,12 +146,12 @@ impl CooldownPolicy for ProbingCooldown {
         }
     }
 
-    fn on_throttle(&self, attempt: &AttemptInfo, retry_after: Option<Duration>) -> Duration {
+    fn on_throttle(&self, attempt: &AttemptInfo, throttle: Throttle) -> Duration {
         let Some(probe) = self.probes.get(attempt.model) else {
-            return self.inner.on_throttle(attempt, retry_after);
+            return self.inner.on_throttle(attempt, throttle);
         };
         let _schedule = probe.lock();
-        let cooldown = self.inner.on_throttle(attempt, retry_after);
+        let cooldown = self.inner.on_throttle(attempt, throttle);
         // A throttle while probes were running means the probe (or a straggler) failed: back off.
         let running = probe.next.load(Ordering::Acquire) != 0;
         let interval = if running {
@@ -160,7 +160,7 @@ impl CooldownPolicy for ProbingCooldown {
         } else {
             nanos(self.probe_interval)
         };
-        let wait = interval.max(retry_after.map_or(0, nanos));
+        let wait = interval.max(throttle.retry_after.map_or(0, nanos));
         probe.interval.store(interval, Ordering::Release);
         probe
             .next

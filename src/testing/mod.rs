@@ -35,4 +35,4 @@ mod fake_bedrock;
 mod quota;
 
 pub use fake_bedrock::{FakeBedrock, FakeBedrockBuilder};
-pub use quota::{Quota, QuotaState};
+pub use quota::{Quota, QuotaState, out_of_daily_tokens, throttled};

@@ -2,6 +2,30 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::classify::{QuotaLimit, StatusError};
+use crate::wire::bedrock_status;
+
+/// What Bedrock answers a call when `limit` ran out: a `ThrottlingException` whose message names the
+/// quota.
+pub fn throttled(limit: QuotaLimit) -> StatusError {
+    let message = match limit {
+        QuotaLimit::Requests => "Too many requests, please wait before trying again.",
+        QuotaLimit::Tokens => "Too many tokens, please wait before trying again.",
+    };
+    throttling_exception(message)
+}
+
+/// What Bedrock answers a call when a daily token quota ran out.
+pub fn out_of_daily_tokens() -> StatusError {
+    throttling_exception("Too many tokens per day, please wait before trying again.")
+}
+
+fn throttling_exception(message: &str) -> StatusError {
+    StatusError::new(bedrock_status("ThrottlingException"))
+        .with_code("ThrottlingException")
+        .with_message(message)
+}
+
 /// A per-model quota, enforced the way Bedrock does: requests per minute and tokens per minute,
 /// each a bucket that refills continuously and starts full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,23 +109,26 @@ impl QuotaState {
         self.tokens.level = (self.tokens.level + returned).min(self.tokens.capacity);
     }
 
-    /// Takes one request and `tokens` tokens if both fit; a throttled request takes nothing. A
-    /// request larger than a bucket shallower than a minute is taken when the bucket is full, and
-    /// leaves it in debt: the quota still holds over the minute.
-    pub fn try_take(&mut self, tokens: u32) -> bool {
+    /// Takes one request and `tokens` tokens if both fit; a throttled request takes nothing and
+    /// learns which quota ran out (requests first, as Bedrock checks them). A request larger than a
+    /// bucket shallower than a minute is taken when the bucket is full, and leaves it in debt: the
+    /// quota still holds over the minute.
+    pub fn try_take(&mut self, tokens: u32) -> Result<(), QuotaLimit> {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.refilled);
         self.refilled = now;
         self.requests.refill(elapsed);
         self.tokens.refill(elapsed);
         let tokens = f64::from(tokens);
-        if self.requests.level >= 1.0 && self.tokens.level >= tokens.min(self.tokens.capacity) {
-            self.requests.level -= 1.0;
-            self.tokens.level -= tokens;
-            true
-        } else {
-            false
+        if self.requests.level < 1.0 {
+            return Err(QuotaLimit::Requests);
         }
+        if self.tokens.level < tokens.min(self.tokens.capacity) {
+            return Err(QuotaLimit::Tokens);
+        }
+        self.requests.level -= 1.0;
+        self.tokens.level -= tokens;
+        Ok(())
     }
 }
 
@@ -115,16 +142,20 @@ mod tests {
         let mut quota = QuotaState::new(Quota::new(100, 600));
         assert!(quota.fits(600));
         assert!(!quota.fits(601), "larger than the whole bucket");
-        assert!(quota.try_take(500));
-        assert!(!quota.try_take(200), "100 tokens left");
+        assert!(quota.try_take(500).is_ok());
+        assert_eq!(
+            quota.try_take(200),
+            Err(QuotaLimit::Tokens),
+            "100 tokens left"
+        );
         // The answer used 150 of the 500 charged: 350 come back.
         quota.settle(500, 150);
-        assert!(quota.try_take(400));
+        assert!(quota.try_take(400).is_ok());
         // An answer that used more than it was charged leaves the bucket in debt.
         quota.settle(0, 100);
-        assert!(!quota.try_take(1));
+        assert_eq!(quota.try_take(1), Err(QuotaLimit::Tokens));
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(quota.try_take(1), "the refill pays the debt back");
+        assert!(quota.try_take(1).is_ok(), "the refill pays the debt back");
     }
 
     #[tokio::test(start_paused = true)]
@@ -133,14 +164,18 @@ mod tests {
         let mut quota = QuotaState::with_burst(Quota::new(100, 600), Duration::from_secs(6));
         assert!(quota.fits(600), "a minute's quota can be served");
         assert!(!quota.fits(601), "more than a minute's quota never can");
-        assert!(quota.try_take(10));
-        assert!(!quota.try_take(200), "taken only from a full bucket");
+        assert!(quota.try_take(10).is_ok());
+        assert_eq!(
+            quota.try_take(200),
+            Err(QuotaLimit::Tokens),
+            "taken only from a full bucket"
+        );
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(quota.try_take(200));
+        assert!(quota.try_take(200).is_ok());
         // 200 taken from 60: 140 in debt, paid back in 14 s, then 0.1 s to hold one token.
         tokio::time::advance(Duration::from_secs(14)).await;
-        assert!(!quota.try_take(1));
+        assert_eq!(quota.try_take(1), Err(QuotaLimit::Tokens));
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert!(quota.try_take(1));
+        assert!(quota.try_take(1).is_ok());
     }
 }

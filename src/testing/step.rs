@@ -1,7 +1,8 @@
 use std::time::Duration;
 
 use super::Gate;
-use crate::classify::StatusError;
+use super::quota::throttled;
+use crate::classify::{QuotaLimit, StatusError};
 use crate::wire::bedrock_status;
 
 /// What one scripted call does: used by [`ScriptedModels`](super::ScriptedModels) and by the fake
@@ -25,13 +26,12 @@ pub(crate) enum Outcome {
 }
 
 fn bedrock_error(code: &str) -> StatusError {
-    let message = match code {
-        "ThrottlingException" => "Too many requests, please wait before trying again.".to_string(),
-        _ => format!("{code} (scripted)"),
-    };
+    if code == "ThrottlingException" {
+        return throttled(QuotaLimit::Requests);
+    }
     StatusError::new(bedrock_status(code))
         .with_code(code)
-        .with_message(message)
+        .with_message(format!("{code} (scripted)"))
 }
 
 impl Step {

@@ -20,7 +20,7 @@ use super::step::{Outcome, Step};
 use crate::classify::StatusError;
 
 use super::quota::Quota;
-use super::quota::QuotaState;
+use super::quota::{QuotaState, throttled};
 use crate::wire::{self, Frames, Operation, Usage};
 
 #[derive(Debug, Default)]
@@ -313,11 +313,12 @@ async fn handle(models: Arc<Models>, model: String, op: Operation, body: Bytes) 
             Some(step) => step,
             None => {
                 let tokens = u32::try_from(cost.total()).unwrap_or(u32::MAX);
-                if state.quota.as_mut().is_some_and(|q| !q.try_take(tokens)) {
-                    state.throttled += 1;
-                    Step::throttle()
-                } else {
-                    state.otherwise.clone().unwrap_or_else(Step::ok)
+                match state.quota.as_mut().map(|q| q.try_take(tokens)) {
+                    Some(Err(limit)) => {
+                        state.throttled += 1;
+                        Step::fail(throttled(limit))
+                    }
+                    _ => state.otherwise.clone().unwrap_or_else(Step::ok),
                 }
             }
         }
