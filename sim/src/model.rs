@@ -217,7 +217,7 @@ impl Service<ModelRequest<SimCall>> for SimBedrock {
             } else if over_daily {
                 Answer::Throttled(None)
             } else if capacity_throttle {
-                // Bedrock's on-demand capacity throttles say what an empty request quota says.
+                // The caller cannot tell a capacity throttle from an empty request quota.
                 Answer::Throttled(Some(QuotaLimit::Requests))
             } else if unavailable {
                 Answer::Unavailable

@@ -110,7 +110,7 @@ impl QuotaState {
     }
 
     /// Takes one request and `tokens` tokens if both fit; a throttled request takes nothing and
-    /// learns which quota ran out (requests first, as Bedrock checks them). A request larger than a
+    /// learns which quota ran out (requests, when both did). A request larger than a
     /// bucket shallower than a minute is taken when the bucket is full, and leaves it in debt: the
     /// quota still holds over the minute.
     pub fn try_take(&mut self, tokens: u32) -> Result<(), QuotaLimit> {
