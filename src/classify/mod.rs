@@ -5,11 +5,12 @@
 //! I/O failures and this crate's [`StatusError`]; its table can be overridden per code or status.
 //!
 //! Retry-after hints are read from `retry-after` (seconds) and `x-amz-retry-after` (milliseconds);
-//! the longer wins, capped by the policy's `max_retry_after` (300 s). A throttle's message tells which
-//! quota ran out ([`QuotaLimit`]): Bedrock says "Too many requests" or "Too many tokens". Override entries with
-//! [`DefaultClassifier::with_code`] / [`with_status`](DefaultClassifier::with_status), or pass any
+//! the longer wins, capped by the policy's `max_retry_after` (300 s). A throttle's message tells
+//! which quota ran out ([`QuotaLimit`]): Bedrock says "Too many requests" or "Too many tokens".
+//! Override entries with [`DefaultClassifier::with_code`] /
+//! [`with_status`](DefaultClassifier::with_status), or pass any
 //! `Fn(&(dyn Error + 'static)) -> ErrorClass`. Your own services can return a [`StatusError`]
-//! (status, code, retry-after) to be classified like Bedrock.
+//! (status, code, message, retry-after) to be classified like Bedrock.
 //!
 //! Services that report failures as responses (an HTTP client's 429 is an `Ok(Response)`) add a
 //! [`ClassifyResponse`] with

@@ -3,8 +3,8 @@ use std::time::Duration;
 /// Which of a model's per-minute quotas a throttle says ran out.
 ///
 /// Bedrock tells them apart in the throttle's message ("Too many requests, ..." or "Too many
-/// tokens, ..."). A model limited by tokens runs out sooner on large requests than on small ones, so
-/// a policy that paces it weighs each request by its token estimate.
+/// tokens, ..."). A model limited by tokens runs out sooner on large requests than on small ones: a
+/// policy can weigh each request by its token estimate there, and count requests elsewhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QuotaLimit {
     /// Requests per minute.
