@@ -545,7 +545,7 @@ impl<B: Clone, C> Plan<B, C> {
         let class = self.shared.classifier.classify(&*error);
         let cooldown = match class {
             ErrorClass::Throttled { retry_after, limit } => {
-                self.shared.stats.throttle(attempt.model);
+                self.shared.stats.throttle(attempt.model, limit);
                 Some(policy.on_throttle(&attempt, Throttle { retry_after, limit }))
             }
             ErrorClass::Fatal => {

@@ -26,6 +26,7 @@
 use crate::sync::AtomicU64;
 use crate::sync::Ordering::{self, Acquire, Relaxed, Release};
 
+use crate::classify::QuotaLimit;
 use crate::per_thread::{PerThread, bump};
 use crate::policy::CooldownPolicy;
 use crate::request::ModelId;
@@ -41,6 +42,8 @@ struct ModelCounters {
     attempts: AtomicU64,
     successes: AtomicU64,
     throttles: AtomicU64,
+    /// Throttles whose message said tokens ran out; also counted in `throttles`.
+    token_throttles: AtomicU64,
     failures: AtomicU64,
     request_errors: AtomicU64,
     cancelled: AtomicU64,
@@ -124,7 +127,11 @@ impl Stats {
     pub(crate) fn success(&self, model: usize) {
         self.model(model, Release, |c| &c.successes);
     }
-    pub(crate) fn throttle(&self, model: usize) {
+    /// A throttle, and which quota it said ran out.
+    pub(crate) fn throttle(&self, model: usize, limit: Option<QuotaLimit>) {
+        if limit == Some(QuotaLimit::Tokens) {
+            self.model(model, Relaxed, |c| &c.token_throttles);
+        }
         self.model(model, Release, |c| &c.throttles);
     }
     pub(crate) fn failure(&self, model: usize) {
@@ -159,6 +166,10 @@ impl Stats {
                 // Ends first, in every shard, then starts (see the module docs).
                 let successes = self.sum_model(i, |c| c.successes.load(Acquire));
                 let throttles = self.sum_model(i, |c| c.throttles.load(Acquire));
+                // Counted before its throttle: never more than the throttles read above.
+                let token_throttles = self
+                    .sum_model(i, |c| c.token_throttles.load(Relaxed))
+                    .min(throttles);
                 let failures = self.sum_model(i, |c| c.failures.load(Acquire));
                 let request_errors = self.sum_model(i, |c| c.request_errors.load(Acquire));
                 let cancelled = self.sum_model(i, |c| c.cancelled.load(Acquire));
@@ -181,6 +192,7 @@ impl Stats {
                     attempts,
                     successes,
                     throttles,
+                    token_throttles,
                     failures,
                     request_errors,
                     cancelled,
@@ -257,6 +269,9 @@ pub struct ModelStats {
     pub successes: u64,
     /// Attempts that were throttled.
     pub throttles: u64,
+    /// Of those, the throttles whose message said the model ran out of tokens; the others ran out
+    /// of requests or did not say. Which of the model's quotas to raise.
+    pub token_throttles: u64,
     /// Attempts that failed otherwise, for a reason of the model's (errors that are the request's
     /// fault are `request_errors`).
     pub failures: u64,

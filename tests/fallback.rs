@@ -8,7 +8,7 @@ use tower_model_fallback::classify::{ErrorClass, QuotaLimit, StatusError};
 use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError, UnknownModel};
 use tower_model_fallback::policy::{AdaptiveCooldown, CooldownPolicy};
 use tower_model_fallback::stats::ModelStatus;
-use tower_model_fallback::testing::{ScriptedModels, Step};
+use tower_model_fallback::testing::{ScriptedModels, Step, throttled};
 use tower_model_fallback::{
     Fallback, FallbackLayer, ModelChain, ModelRequest, RequestId, Served, WhenAllCooling,
     testing::ScriptedReply,
@@ -90,6 +90,31 @@ async fn fatal_error_returns_at_once_with_the_inner_error() {
         "a bad request is not sent to another model"
     );
     assert_eq!(svc.stats().totals.failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_count_the_throttles_that_said_tokens_ran_out() {
+    let models = ScriptedModels::new()
+        .script("A", [Step::fail(throttled(QuotaLimit::Tokens))])
+        .script("B", [Step::throttle()]);
+    let svc = service(&models);
+    let served = send(&svc, ModelRequest::new(())).await.unwrap();
+    assert_eq!(served.model(), "C");
+    let limits: Vec<_> = served
+        .failed_attempts()
+        .iter()
+        .map(|a| a.class().throttle().and_then(|t| t.limit))
+        .collect();
+    assert_eq!(
+        limits,
+        [Some(QuotaLimit::Tokens), Some(QuotaLimit::Requests)]
+    );
+    let stats = svc.stats();
+    let counts: Vec<_> = stats.models[..2]
+        .iter()
+        .map(|m| (m.throttles, m.token_throttles))
+        .collect();
+    assert_eq!(counts, [(1, 1), (1, 0)]);
 }
 
 #[tokio::test(start_paused = true)]

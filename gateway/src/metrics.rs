@@ -182,6 +182,7 @@ impl Collector for LayerStats {
         let attempts = Counters::default();
         let successes = Counters::default();
         let throttles = Counters::default();
+        let token_throttles = Counters::default();
         let failures = Counters::default();
         let cooling = Gauges::default();
         let cooldown = Gauges::default();
@@ -217,6 +218,9 @@ impl Collector for LayerStats {
                 attempts.get_or_create(&labels).inc_by(m.attempts);
                 successes.get_or_create(&labels).inc_by(m.successes);
                 throttles.get_or_create(&labels).inc_by(m.throttles);
+                token_throttles
+                    .get_or_create(&labels)
+                    .inc_by(m.token_throttles);
                 failures.get_or_create(&labels).inc_by(m.failures);
                 let skipped = if m.status == ModelStatus::Skipped {
                     1.0
@@ -257,6 +261,12 @@ impl Collector for LayerStats {
             "model_fallback_throttles",
             "Attempts that were throttled",
             &throttles,
+        )?;
+        emit(
+            e,
+            "model_fallback_token_throttles",
+            "Throttles whose message said the model ran out of tokens (the rest: requests, or unsaid)",
+            &token_throttles,
         )?;
         emit(
             e,

@@ -393,6 +393,7 @@ async fn model_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
                 "attempts": m.attempts,
                 "successes": m.successes,
                 "throttles": m.throttles,
+                "token_throttles": m.token_throttles,
                 "failures": m.failures,
                 "request_errors": m.request_errors,
                 "cancelled": m.cancelled,

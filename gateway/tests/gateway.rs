@@ -12,7 +12,8 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserialization
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use serde_json::Value;
 use tower_model_fallback::bedrock::{converse_text, endpoint_config, user_message};
-use tower_model_fallback::testing::{Gate, Step};
+use tower_model_fallback::classify::QuotaLimit;
+use tower_model_fallback::testing::{Gate, Step, throttled};
 use tower_model_fallback_gateway::{Gateway, GatewayConfig};
 
 mod common;
@@ -193,6 +194,29 @@ async fn a_throttled_primary_is_served_by_the_next_model_and_stats_show_it() {
     assert!(
         metrics.contains(&format!(
             "model_fallback_throttles_total{{chain=\"claude\",model=\"{PRIMARY}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_stats_say_which_quota_a_throttle_ran_out_of() {
+    let gw = start(config()).await;
+    gw.fake
+        .script(PRIMARY, [Step::fail(throttled(QuotaLimit::Tokens))]);
+    let headers = FallbackHeaders::default();
+    let client = sdk(&gw.url, &headers, None);
+    assert_eq!(ask(&client, "claude").await, format!("Hello from {SECOND}"));
+    let primary = &stats(&gw.url).await["stats"]["models"][0];
+    assert_eq!(
+        (&primary["throttles"], &primary["token_throttles"]),
+        (&1.into(), &1.into())
+    );
+    let (_, metrics, _) = http("GET", &format!("{}/metrics", gw.url), None, "").await;
+    assert!(
+        metrics.contains(&format!(
+            "model_fallback_token_throttles_total{{chain=\"claude\",model=\"{PRIMARY}\"}} 1"
         )),
         "{metrics}"
     );
