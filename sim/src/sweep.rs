@@ -528,11 +528,11 @@ fn paired(
     }
     let _ = writeln!(out, "\n{listed}");
 }
-/// Workloads shown worse by more than that are listed when there are at most this many.
-const MAX_LISTED: usize = 12;
 
 /// The most points of primary share or success a policy may lose to the adaptive one.
 const GOAL_POINTS: f64 = 2.0;
+/// Workloads shown worse by more than that are listed when there are at most this many.
+const MAX_LISTED: usize = 12;
 
 /// The head of a table with a column per metric and one for all of them.
 fn header(out: &mut String) {
