@@ -14,7 +14,7 @@ use std::time::Duration;
 use loom::thread;
 
 use crate::chain::ModelChain;
-use crate::classify::Throttle;
+use crate::classify::{QuotaLimit, Throttle};
 use crate::policy::epoch::model_clock;
 use crate::policy::{
     AdaptiveCooldown, AttemptInfo, CooldownPolicy, FixedCooldown, Hint, PacedCooldown,
@@ -202,11 +202,11 @@ fn request_counters_never_drift() {
         let policy = FixedCooldown::new(chain());
         let stats = Arc::new(Stats::new(2));
         let s = stats.clone();
-        // One request served by A after a throttle (its first attempt counted with it), one that
-        // waited before its attempt and was cancelled mid-attempt.
+        // One request served by A after a throttle that said tokens ran out (its first attempt
+        // counted with it), one that waited before its attempt and was cancelled mid-attempt.
         let served = thread::spawn(move || {
             s.opened(0);
-            s.throttle(0);
+            s.throttle(0, Some(QuotaLimit::Tokens));
             s.attempt(1);
             s.success(1);
         });
@@ -228,6 +228,7 @@ fn request_counters_never_drift() {
             for m in &snapshot.models {
                 let ended = m.successes + m.throttles + m.failures + m.cancelled;
                 assert!(m.attempts >= ended, "{m:?}");
+                assert!(m.token_throttles <= m.throttles, "{m:?}");
             }
         };
         check(&stats);
@@ -243,6 +244,7 @@ fn request_counters_never_drift() {
             ),
             (2, 1, 1)
         );
+        assert_eq!(snapshot.models[0].token_throttles, 1);
     });
 }
 
