@@ -537,8 +537,10 @@ async fn the_status_page_shows_a_cooldown_and_its_end() {
         "{dom}"
     );
 
-    // One throttle on the primary: the request is served by the next model and the primary cools.
-    gw.fake.script(PRIMARY, [Step::throttle()]);
+    // One throttle on the primary, out of tokens: the request is served by the next model and the
+    // primary cools.
+    gw.fake
+        .script(PRIMARY, [Step::fail(throttled(QuotaLimit::Tokens))]);
     let converse = format!("{url}/model/claude/converse");
     let body = r#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#;
     let (status, _, _) = http("POST", &converse, None, body).await;
@@ -553,6 +555,7 @@ async fn the_status_page_shows_a_cooldown_and_its_end() {
         "{dom}"
     );
     assert!(dom.contains(" s</td>"), "a countdown is shown: {dom}");
+    assert!(dom.contains(">1 (1 on tokens)</td>"), "{dom}");
     // The server's history, not the page's: the one request was served by a fallback.
     assert!(
         dom.contains("Primary share over the last 10 minutes: 0 %"),
