@@ -14,7 +14,7 @@ use tower::BoxError;
 use tower_service::Service;
 use tracing::Span;
 
-use crate::classify::{ClassifyResponse, ErrorClass, OkIsSuccess, Throttle};
+use crate::classify::{ClassifyResponse, ErrorClass, OkIsSuccess};
 use crate::error::{
     CoolingDown, DeadlineExceeded, FailedAttempt, FallbackError, RetryBudgetExhausted, UnknownModel,
 };
@@ -544,9 +544,9 @@ impl<B: Clone, C> Plan<B, C> {
         let policy = &*self.shared.policy;
         let class = self.shared.classifier.classify(&*error);
         let cooldown = match class {
-            ErrorClass::Throttled { retry_after, limit } => {
-                self.shared.stats.throttle(attempt.model, limit);
-                Some(policy.on_throttle(&attempt, Throttle { retry_after, limit }))
+            ErrorClass::Throttled(throttle) => {
+                self.shared.stats.throttle(attempt.model, throttle.limit);
+                Some(policy.on_throttle(&attempt, throttle))
             }
             ErrorClass::Fatal => {
                 self.shared.stats.request_error(attempt.model);

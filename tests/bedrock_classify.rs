@@ -16,7 +16,9 @@ use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::event_stream::RawMessage;
 use tower::BoxError;
-use tower_model_fallback::classify::{Classify, DefaultClassifier, ErrorClass, QuotaLimit};
+use tower_model_fallback::classify::{
+    Classify, DefaultClassifier, ErrorClass, QuotaLimit, Throttle,
+};
 use tower_model_fallback::testing::{out_of_daily_tokens, throttled};
 
 fn raw(status: u16, headers: &[(&'static str, &'static str)]) -> HttpResponse {
@@ -156,10 +158,7 @@ fn retry_after_headers_ride_on_the_throttle() {
     );
     assert_eq!(
         classify(err),
-        ErrorClass::Throttled {
-            retry_after: Some(Duration::from_secs(12)),
-            limit: None,
-        }
+        ErrorClass::Throttled(Throttle::retry_after(Duration::from_secs(12)))
     );
     let err = SdkError::service_error(
         converse_error("ThrottlingException"),
@@ -167,10 +166,7 @@ fn retry_after_headers_ride_on_the_throttle() {
     );
     assert_eq!(
         classify(err),
-        ErrorClass::Throttled {
-            retry_after: Some(Duration::from_millis(1500)),
-            limit: None,
-        }
+        ErrorClass::Throttled(Throttle::retry_after(Duration::from_millis(1500)))
     );
     let err = SdkError::service_error(
         converse_error("ThrottlingException"),

@@ -21,7 +21,9 @@ use tower_model_fallback::bedrock::{
     ConverseService, ConverseStreamService, EventStream, InvokeModelService,
     InvokeModelStreamService, converse_text, endpoint_config, user_message,
 };
-use tower_model_fallback::classify::{Classify, DefaultClassifier, ErrorClass, QuotaLimit};
+use tower_model_fallback::classify::{
+    Classify, DefaultClassifier, ErrorClass, QuotaLimit, Throttle,
+};
 use tower_model_fallback::policy::AdaptiveCooldown;
 use tower_model_fallback::testing::{FakeBedrock, Quota, Step};
 use tower_model_fallback::wire::Operation;
@@ -57,10 +59,7 @@ const CODES: &[(&str, ErrorClass)] = &[
     // The fake says which quota ran out, as Bedrock does; the SDK hands the message on.
     (
         "ThrottlingException",
-        ErrorClass::Throttled {
-            retry_after: None,
-            limit: Some(QuotaLimit::Requests),
-        },
+        ErrorClass::Throttled(Throttle::NONE.with_limit(QuotaLimit::Requests)),
     ),
     ("ModelNotReadyException", ErrorClass::THROTTLED),
     ("ServiceQuotaExceededException", ErrorClass::THROTTLED),
@@ -336,10 +335,9 @@ async fn a_retry_after_header_lengthens_the_cooldown() {
     let served = converse_through(&layer, &fake).await;
     assert_eq!(
         served.failed_attempts()[0].class(),
-        ErrorClass::Throttled {
-            retry_after: Some(Duration::from_secs(45)),
-            limit: Some(QuotaLimit::Requests),
-        }
+        ErrorClass::Throttled(
+            Throttle::retry_after(Duration::from_secs(45)).with_limit(QuotaLimit::Requests)
+        )
     );
     let remaining = layer.policy().cooldown_remaining(0).unwrap();
     assert!(

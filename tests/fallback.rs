@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, advance};
 use tower::{BoxError, Layer, ServiceExt};
-use tower_model_fallback::classify::{ErrorClass, QuotaLimit, StatusError};
+use tower_model_fallback::classify::{ErrorClass, QuotaLimit, StatusError, Throttle};
 use tower_model_fallback::error::{CoolingDown, DeadlineExceeded, FallbackError, UnknownModel};
 use tower_model_fallback::policy::{AdaptiveCooldown, CooldownPolicy};
 use tower_model_fallback::stats::ModelStatus;
@@ -34,10 +34,8 @@ async fn send(
 }
 
 /// What a scripted `ThrottlingException` classifies as: its message says requests ran out.
-const THROTTLED: ErrorClass = ErrorClass::Throttled {
-    retry_after: None,
-    limit: Some(QuotaLimit::Requests),
-};
+const THROTTLED: ErrorClass =
+    ErrorClass::Throttled(Throttle::NONE.with_limit(QuotaLimit::Requests));
 
 fn fallback_error(err: BoxError) -> FallbackError {
     *err.downcast::<FallbackError>().expect("a FallbackError")
@@ -560,10 +558,7 @@ async fn responses_that_report_failures_are_classified_like_errors() {
     assert_eq!(
         trail,
         [
-            ErrorClass::Throttled {
-                retry_after: Some(Duration::from_secs(20)),
-                limit: None,
-            },
+            ErrorClass::Throttled(Throttle::retry_after(Duration::from_secs(20))),
             ErrorClass::Transient
         ]
     );

@@ -46,13 +46,9 @@ pub use throttle::{QuotaLimit, Throttle};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorClass {
-    /// The model is over its quota: record a cooldown and try the next model at once.
-    Throttled {
-        /// How long the service asked callers to stay away, if it said.
-        retry_after: Option<Duration>,
-        /// The quota that ran out, if it said.
-        limit: Option<QuotaLimit>,
-    },
+    /// The model is over its quota: record a cooldown and try the next model at once. Holds what
+    /// the service said (a retry-after hint, the quota that ran out), which the policy receives.
+    Throttled(Throttle),
     /// The call failed for a reason that may not recur on another model: try the next one.
     Transient,
     /// This model cannot serve the request (no access, not found, model error): try the next one.
@@ -63,10 +59,7 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     /// A throttle without a retry-after hint.
-    pub const THROTTLED: ErrorClass = ErrorClass::Throttled {
-        retry_after: None,
-        limit: None,
-    };
+    pub const THROTTLED: ErrorClass = ErrorClass::Throttled(Throttle::NONE);
 
     /// Whether the layer moves on to the next model after this error.
     pub fn falls_back(&self) -> bool {
@@ -75,13 +68,13 @@ impl ErrorClass {
 
     /// Whether this is a throttle.
     pub fn is_throttled(&self) -> bool {
-        matches!(self, ErrorClass::Throttled { .. })
+        matches!(self, ErrorClass::Throttled(_))
     }
 
-    /// What a throttle told the caller, as a policy receives it; `None` for any other class.
+    /// What a throttle told the caller; `None` for any other class.
     pub fn throttle(&self) -> Option<Throttle> {
         match *self {
-            ErrorClass::Throttled { retry_after, limit } => Some(Throttle { retry_after, limit }),
+            ErrorClass::Throttled(throttle) => Some(throttle),
             _ => None,
         }
     }
@@ -89,7 +82,7 @@ impl ErrorClass {
     /// A short lowercase name for logs and metrics.
     pub fn as_str(&self) -> &'static str {
         match self {
-            ErrorClass::Throttled { .. } => "throttled",
+            ErrorClass::Throttled(_) => "throttled",
             ErrorClass::Transient => "transient",
             ErrorClass::ModelRejected => "model_rejected",
             ErrorClass::Fatal => "fatal",
@@ -217,13 +210,10 @@ impl DefaultClassifier {
             .or_else(|| status.map(class_of_status))
             .unwrap_or(ErrorClass::Fatal);
         match class {
-            ErrorClass::Throttled {
-                retry_after: None,
-                limit: None,
-            } => ErrorClass::Throttled {
+            ErrorClass::Throttled(Throttle::NONE) => ErrorClass::Throttled(Throttle {
                 retry_after,
                 limit: message.and_then(limit_of_message),
-            },
+            }),
             other => other,
         }
     }
