@@ -392,6 +392,7 @@ async fn send_one(
     // Ids in the order requests are issued, so that whatever the layer derives from them replays.
     let id = RequestId::new(issued.fetch_add(1, Ordering::Relaxed) as u64);
     let estimate = scenario.estimate(call.size);
+    let tokens = call.size.total();
     let request = ModelRequest::new(call).with_id(id).with_cost(estimate);
     let result = service.clone().oneshot(request).await;
     let failed = match &result {
@@ -431,6 +432,7 @@ async fn send_one(
         start: started.duration_since(origin),
         latency: started.elapsed(),
         served_by,
+        tokens,
         attempts: trail,
     };
     let mut collector = outcomes.lock().unwrap_or_else(PoisonError::into_inner);

@@ -16,6 +16,8 @@ pub struct Outcome {
     pub latency: Duration,
     /// The model that answered (chain index), `None` if the request failed.
     pub served_by: Option<usize>,
+    /// The request's size: its input and output tokens.
+    pub tokens: u64,
     /// Every upstream attempt in order: model index and whether it was throttled.
     pub attempts: Vec<(usize, bool)>,
 }
@@ -23,6 +25,9 @@ pub struct Outcome {
 /// The figures of one run.
 ///
 /// - `primary_usage`: share of all requests the primary answered.
+/// - `primary_token_usage`: share of all requests' tokens (input and output) the primary answered.
+///   Where the primary runs out of tokens, this is the share of the work it did: a policy can raise
+///   `primary_usage` by sending it smaller requests without it doing more.
 /// - `mean_latency_s`, `p99_latency_s`: what users waited, failures included (the p99 to within
 ///   0.1%: latencies are counted in buckets).
 /// - `recovery_s`: mean time from the last throttle of a run of primary throttles to the primary's
@@ -50,6 +55,8 @@ pub struct Report {
     pub served_by_primary: usize,
     /// Share the primary answered, 0 to 1.
     pub primary_usage: f64,
+    /// Share of the requests' tokens the primary answered, 0 to 1.
+    pub primary_token_usage: f64,
     /// Mean response time in seconds.
     pub mean_latency_s: f64,
     /// 99th percentile response time in seconds.
@@ -80,6 +87,9 @@ pub(crate) struct Tally {
     requests: usize,
     served: usize,
     served_by_primary: usize,
+    /// Tokens of every request, and of those the primary answered.
+    tokens: u64,
+    tokens_by_primary: u64,
     latency_sum_s: f64,
     latencies: LatencyHistogram,
     attempts: usize,
@@ -95,6 +105,8 @@ impl Tally {
             requests: 0,
             served: 0,
             served_by_primary: 0,
+            tokens: 0,
+            tokens_by_primary: 0,
             latency_sum_s: 0.0,
             latencies: LatencyHistogram::default(),
             attempts: 0,
@@ -107,6 +119,10 @@ impl Tally {
         self.requests += 1;
         self.served += usize::from(outcome.served_by.is_some());
         self.served_by_primary += usize::from(outcome.served_by == Some(0));
+        self.tokens += outcome.tokens;
+        if outcome.served_by == Some(0) {
+            self.tokens_by_primary += outcome.tokens;
+        }
         self.latency_sum_s += outcome.latency.as_secs_f64();
         self.latencies.record(outcome.latency);
         self.attempts += outcome.attempts.len();
@@ -139,6 +155,11 @@ impl Report {
             served: tally.served,
             served_by_primary: tally.served_by_primary,
             primary_usage: ratio(tally.served_by_primary, requests),
+            primary_token_usage: if tally.tokens == 0 {
+                0.0
+            } else {
+                tally.tokens_by_primary as f64 / tally.tokens as f64
+            },
             mean_latency_s: tally.latency_sum_s / requests.max(1) as f64,
             p99_latency_s: tally.latencies.quantile(0.99).as_secs_f64(),
             recovery_s: upstream.recovery_s(),

@@ -256,6 +256,17 @@ const METRICS: [Metric; 6] = [
     },
 ];
 
+/// The primary's share of the requests' tokens: checked against the same 2 points as the primary's
+/// share of requests, because where the primary runs out of tokens a policy can raise the share of
+/// requests by letting the primary's quota take the smaller ones, with no more work done there.
+const PRIMARY_TOKENS: Metric = Metric {
+    name: "primary tokens",
+    value: |r| r.primary_token_usage,
+    worse_by: points,
+    tolerance: 0.5,
+    unit: " points",
+};
+
 impl Metric {
     /// How much worse `policy`'s runs are than `adaptive`'s, their means compared.
     fn worse(&self, policy: &Runs, adaptive: &Runs) -> f64 {
@@ -497,12 +508,13 @@ fn paired(
     let _ = writeln!(
         out,
         "\nWorkloads where each policy is shown worse than adaptive by more than {GOAL_POINTS} points, \
-         the same test:\n\n| policy | primary share | success |\n|---|---|---|"
+         the same test:\n\n| policy | primary share | success | primary tokens |\n|---|---|---|---|"
     );
     let mut listed = String::new();
     for (index, policy) in rows(adaptive) {
         let _ = write!(out, "| {policy} |");
-        for metric in METRICS.iter().filter(|m| m.unit == " points") {
+        let goals = METRICS.iter().filter(|m| m.unit == " points");
+        for metric in goals.chain([&PRIMARY_TOKENS]) {
             let worse: Vec<usize> = compared
                 .iter()
                 .copied()
@@ -514,10 +526,17 @@ fn paired(
             let _ = write!(out, " {} |", worse.len());
             if worse.len() <= MAX_LISTED {
                 for w in worse {
-                    let by = metric.worse(&reports[w][index], &reports[w][adaptive]);
+                    let (runs, base) = (&reports[w][index], &reports[w][adaptive]);
+                    let by = metric.worse(runs, base);
+                    let tokens = if metric.name == PRIMARY_TOKENS.name {
+                        String::new()
+                    } else {
+                        let by = PRIMARY_TOKENS.worse(runs, base);
+                        format!(" ({by:.3} of the primary's tokens)")
+                    };
                     let _ = writeln!(
                         listed,
-                        "- {policy}, {}: worse by {by:.3} points: `{}`",
+                        "- {policy}, {}: worse by {by:.3} points{tokens}: `{}`",
                         metric.name,
                         grid[w].command()
                     );

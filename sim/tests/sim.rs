@@ -382,6 +382,31 @@ fn tokens_are_charged_at_the_output_budget_and_settled_to_what_was_used() {
 }
 
 #[test]
+fn a_primary_out_of_tokens_answers_a_larger_share_of_requests_than_of_tokens() {
+    // The primary's token quota is what runs out: whichever requests fit what is left of it get
+    // through, and more of them are small ones.
+    let mut scenario = short(Scenario::default_scenario(), 10, 55);
+    scenario.models[0].quota = tower_model_fallback::testing::Quota::new(1_000, 150_000);
+    scenario.max_tokens = None;
+    let (report, outcomes) = sim::run_with_outcomes(&scenario, PolicyKind::Adaptive, 6).unwrap();
+    let tokens: u64 = outcomes.iter().map(|o| o.tokens).sum();
+    let on_primary: u64 = outcomes
+        .iter()
+        .filter(|o| o.served_by == Some(0))
+        .map(|o| o.tokens)
+        .sum();
+    assert!(on_primary > 0 && on_primary < tokens);
+    assert_eq!(
+        report.primary_token_usage,
+        on_primary as f64 / tokens as f64
+    );
+    assert!(
+        report.primary_token_usage + 0.02 < report.primary_usage,
+        "{report:?}"
+    );
+}
+
+#[test]
 fn a_request_larger_than_a_minute_of_quota_is_rejected_not_charged() {
     let mut scenario = short(Scenario::default_scenario(), 2, 10);
     scenario.max_tokens = Some(1_000_000);
@@ -453,6 +478,11 @@ fn the_sweep_is_deterministic_whatever_the_threads() {
     assert!(table.contains("| adaptive, other seeds |"), "{table}");
     assert!(table.contains("Paired test"), "two seeds each: {table}");
     assert!(table.contains("by more than 2 points"), "{table}");
+    // ... of the primary's requests, and of the tokens it answered.
+    assert!(
+        table.contains("| policy | primary share | success | primary tokens |"),
+        "{table}"
+    );
     // The noise floor's worst cases name the other seeds they ran.
     assert!(
         table.contains("against its other seeds (`--seed "),
