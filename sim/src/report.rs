@@ -155,11 +155,7 @@ impl Report {
             served: tally.served,
             served_by_primary: tally.served_by_primary,
             primary_usage: ratio(tally.served_by_primary, requests),
-            primary_token_usage: if tally.tokens == 0 {
-                0.0
-            } else {
-                tally.tokens_by_primary as f64 / tally.tokens as f64
-            },
+            primary_token_usage: tally.tokens_by_primary as f64 / tally.tokens.max(1) as f64,
             mean_latency_s: tally.latency_sum_s / requests.max(1) as f64,
             p99_latency_s: tally.latencies.quantile(0.99).as_secs_f64(),
             recovery_s: upstream.recovery_s(),
