@@ -106,9 +106,9 @@ fn paced_beats_adaptive_on_every_metric_of_every_scenario() {
 #[test]
 fn paced_meets_the_default_goals_over_seeds_1_to_20() {
     let scenario = Scenario::default_scenario();
-    let primary = &scenario.models[0];
-    let per_s = f64::from(primary.quota.requests_per_minute) / 60.0;
-    let admissible = per_s * (scenario.duration + primary.burst).as_secs_f64();
+    let primary_model = &scenario.models[0];
+    let per_s = f64::from(primary_model.quota.requests_per_minute) / 60.0;
+    let admissible = per_s * (scenario.duration + primary_model.burst).as_secs_f64();
     let seeds: Vec<u64> = (1..=20).collect();
     let primary: f64 = std::thread::scope(|scope| {
         let workers: Vec<_> = seeds
