@@ -487,6 +487,7 @@ fn paired(
          more than the tolerance (seed by seed differences, one-sided t-test at 95%)\n"
     );
     header(out);
+    let mut paced_worse = Vec::new();
     for (index, policy) in rows(adaptive) {
         let _ = write!(out, "| {policy} |");
         let mut none_worse = vec![true; reports.len()];
@@ -504,7 +505,15 @@ fn paired(
         }
         let all = compared.iter().filter(|&&w| none_worse[w]).count();
         let _ = writeln!(out, " {:.1}% |", share(all, compared.len()));
+        if PolicyKind::ALL.get(index) == Some(&PolicyKind::Paced) {
+            paced_worse = compared
+                .iter()
+                .copied()
+                .filter(|&w| !none_worse[w])
+                .collect();
+        }
     }
+    by_dimension(out, grid, compared, &paced_worse);
     let _ = writeln!(
         out,
         "\nWorkloads where each policy is shown worse than adaptive by more than {GOAL_POINTS} points, \
@@ -546,6 +555,57 @@ fn paired(
         let _ = writeln!(out);
     }
     let _ = writeln!(out, "\n{listed}");
+}
+
+/// One dimension of the grid: its name, and a workload's level on it.
+type Dimension = (&'static str, fn(&Workload) -> String);
+
+/// The grid's dimensions.
+const DIMENSIONS: [Dimension; 10] = [
+    ("users", |w| w.users.to_string()),
+    ("think time (s)", |w| w.think_s.to_string()),
+    ("primary requests per minute", |w| w.primary_rpm.to_string()),
+    ("bucket (s)", |w| w.burst_s.to_string()),
+    ("capacity throttles", |w| w.capacity_throttles.to_string()),
+    ("token accounting", |w| w.token_accounting.to_string()),
+    ("replicas", |w| w.replicas.to_string()),
+    ("arrivals per second", |w| w.arrivals_per_s.to_string()),
+    ("streaming", |w| w.streaming.to_string()),
+    ("long requests", |w| w.sizes.is_some().to_string()),
+];
+
+/// Where the paced policy is shown worse, counted per level of each dimension of the grid: what a
+/// better policy would have to win back, and where.
+fn by_dimension(out: &mut String, grid: &[Workload], compared: &[usize], worse: &[usize]) {
+    let _ = writeln!(
+        out,
+        "\nWhere paced is shown worse on some metric, by level of each dimension (shown worse / \
+         workloads):\n"
+    );
+    for (name, level_of) in DIMENSIONS {
+        let mut levels: Vec<(String, usize, usize)> = Vec::new();
+        for &w in compared {
+            let level = level_of(&grid[w]);
+            let at = match levels.iter().position(|(l, ..)| *l == level) {
+                Some(at) => at,
+                None => {
+                    levels.push((level, 0, 0));
+                    levels.len() - 1
+                }
+            };
+            levels[at].1 += usize::from(worse.contains(&w));
+            levels[at].2 += 1;
+        }
+        levels.sort_by(|a, b| match (a.0.parse::<f64>(), b.0.parse::<f64>()) {
+            (Ok(x), Ok(y)) => x.total_cmp(&y),
+            _ => a.0.cmp(&b.0),
+        });
+        let levels: Vec<String> = levels
+            .iter()
+            .map(|(level, worse, all)| format!("{level}: {worse}/{all}"))
+            .collect();
+        let _ = writeln!(out, "- {name}: {}", levels.join(", "));
+    }
 }
 
 /// The most points of primary share or success a policy may lose to the adaptive one.

@@ -496,6 +496,29 @@ fn the_sweep_is_deterministic_whatever_the_threads() {
         "{table}"
     );
     assert!(table.contains("Where capacity allows"), "{table}");
+    // Per dimension, the paced policy's losses over the levels: every workload once, on each.
+    let counts: Vec<(usize, usize)> = table
+        .lines()
+        .skip_while(|line| !line.starts_with("Where paced is shown worse"))
+        .skip(2)
+        .take_while(|line| !line.is_empty())
+        .map(|line| {
+            let (_, levels) = line.split_once(": ").unwrap();
+            levels.split(", ").fold((0, 0), |(worse, all), level| {
+                let (_, count) = level.rsplit_once(": ").unwrap();
+                let (w, a) = count.split_once('/').unwrap();
+                (
+                    worse + w.parse::<usize>().unwrap(),
+                    all + a.parse::<usize>().unwrap(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(counts.len(), 10, "{table}");
+    assert!(
+        counts.iter().all(|&c| c == counts[0] && c.1 == 8),
+        "{table}"
+    );
     // Every worst case names a command that runs its workload alone.
     assert!(
         table.contains("cargo run --release -p tower-model-fallback-sim -- --scenario default")
