@@ -487,7 +487,7 @@ fn paired(
          more than the tolerance (seed by seed differences, one-sided t-test at 95%)\n"
     );
     header(out);
-    let mut paced_worse = Vec::new();
+    let mut paced_none_worse = Vec::new();
     for (index, policy) in rows(adaptive) {
         let _ = write!(out, "| {policy} |");
         let mut none_worse = vec![true; reports.len()];
@@ -506,14 +506,10 @@ fn paired(
         let all = compared.iter().filter(|&&w| none_worse[w]).count();
         let _ = writeln!(out, " {:.1}% |", share(all, compared.len()));
         if PolicyKind::ALL.get(index) == Some(&PolicyKind::Paced) {
-            paced_worse = compared
-                .iter()
-                .copied()
-                .filter(|&w| !none_worse[w])
-                .collect();
+            paced_none_worse = none_worse;
         }
     }
-    by_dimension(out, grid, compared, &paced_worse);
+    by_dimension(out, grid, compared, &paced_none_worse);
     let _ = writeln!(
         out,
         "\nWorkloads where each policy is shown worse than adaptive by more than {GOAL_POINTS} points, \
@@ -522,8 +518,12 @@ fn paired(
     let mut listed = String::new();
     for (index, policy) in rows(adaptive) {
         let _ = write!(out, "| {policy} |");
-        let goals = METRICS.iter().filter(|m| m.unit == " points");
-        for metric in goals.chain([&PRIMARY_TOKENS]) {
+        // Each loss of requests or success also says what it is in the primary's tokens.
+        let goals = METRICS
+            .iter()
+            .filter(|m| m.unit == " points")
+            .map(|m| (m, true));
+        for (metric, with_tokens) in goals.chain([(&PRIMARY_TOKENS, false)]) {
             let worse: Vec<usize> = compared
                 .iter()
                 .copied()
@@ -537,11 +537,11 @@ fn paired(
                 for w in worse {
                     let (runs, base) = (&reports[w][index], &reports[w][adaptive]);
                     let by = metric.worse(runs, base);
-                    let tokens = if metric.name == PRIMARY_TOKENS.name {
-                        String::new()
-                    } else {
+                    let tokens = if with_tokens {
                         let by = PRIMARY_TOKENS.worse(runs, base);
                         format!(" ({by:.3} of the primary's tokens)")
+                    } else {
+                        String::new()
                     };
                     let _ = writeln!(
                         listed,
@@ -574,9 +574,9 @@ const DIMENSIONS: [Dimension; 10] = [
     ("long requests", |w| w.sizes.is_some().to_string()),
 ];
 
-/// Where the paced policy is shown worse, counted per level of each dimension of the grid: what a
-/// better policy would have to win back, and where.
-fn by_dimension(out: &mut String, grid: &[Workload], compared: &[usize], worse: &[usize]) {
+/// Where the paced policy is shown worse (`none_worse[w]` false), counted per level of each
+/// dimension of the grid: what a better policy would have to win back, and where.
+fn by_dimension(out: &mut String, grid: &[Workload], compared: &[usize], none_worse: &[bool]) {
     let _ = writeln!(
         out,
         "\nWhere paced is shown worse on some metric, by level of each dimension (shown worse / \
@@ -593,7 +593,7 @@ fn by_dimension(out: &mut String, grid: &[Workload], compared: &[usize], worse: 
                     levels.len() - 1
                 }
             };
-            levels[at].1 += usize::from(worse.contains(&w));
+            levels[at].1 += usize::from(!none_worse.get(w).copied().unwrap_or(true));
             levels[at].2 += 1;
         }
         levels.sort_by(|a, b| match (a.0.parse::<f64>(), b.0.parse::<f64>()) {
