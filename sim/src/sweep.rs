@@ -256,6 +256,9 @@ const METRICS: [Metric; 6] = [
     },
 ];
 
+/// Where [`METRICS`] holds the primary's share of requests.
+const PRIMARY_SHARE: usize = 0;
+
 /// The primary's share of the requests' tokens: checked against the same 2 points as the primary's
 /// share of requests, because where the primary runs out of tokens a policy can raise the share of
 /// requests by letting the primary's quota take the smaller ones, with no more work done there.
@@ -423,7 +426,7 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
         compared.len(),
         grid.len()
     );
-    header(&mut out);
+    header(&mut out, &[]);
     let mut worst_cases = String::new();
     for (index, policy) in rows(adaptive) {
         let _ = write!(out, "| {policy} |");
@@ -473,7 +476,8 @@ pub fn table(grid: &[Workload], reports: &[Vec<Runs>]) -> String {
 /// Per policy and metric, the share of workloads where the policy is not shown worse than the
 /// adaptive policy by more than the tolerance (see [`Metric::shown_worse`]). The last row, the
 /// adaptive policy against itself on other seeds, should pass about 95% per metric: the test's
-/// false alarms.
+/// false alarms. A last column reads the primary's share in tokens instead of requests (see
+/// [`PRIMARY_TOKENS`]).
 fn paired(
     out: &mut String,
     grid: &[Workload],
@@ -486,25 +490,45 @@ fn paired(
         "Paired test: share of workloads where each policy is not shown worse than adaptive by \
          more than the tolerance (seed by seed differences, one-sided t-test at 95%)\n"
     );
-    header(out);
+    header(out, &["all six, share in tokens"]);
     let mut paced_none_worse = Vec::new();
     for (index, policy) in rows(adaptive) {
         let _ = write!(out, "| {policy} |");
         let mut none_worse = vec![true; reports.len()];
-        for metric in &METRICS {
+        // The same, with the primary's share of requests read in tokens.
+        let mut none_worse_in_tokens = vec![true; reports.len()];
+        for (m, metric) in METRICS.iter().enumerate() {
             let mut passed = 0;
             for &w in compared {
                 let runs = &reports[w];
                 if metric.shown_worse(&runs[index], &runs[adaptive]) {
                     none_worse[w] = false;
+                    if m != PRIMARY_SHARE {
+                        none_worse_in_tokens[w] = false;
+                    }
                 } else {
                     passed += 1;
                 }
             }
             let _ = write!(out, " {:.1}% |", share(passed, compared.len()));
         }
+        for &w in compared {
+            let runs = &reports[w];
+            if PRIMARY_TOKENS.shown_worse(&runs[index], &runs[adaptive]) {
+                none_worse_in_tokens[w] = false;
+            }
+        }
         let all = compared.iter().filter(|&&w| none_worse[w]).count();
-        let _ = writeln!(out, " {:.1}% |", share(all, compared.len()));
+        let in_tokens = compared
+            .iter()
+            .filter(|&&w| none_worse_in_tokens[w])
+            .count();
+        let _ = writeln!(
+            out,
+            " {:.1}% | {:.1}% |",
+            share(all, compared.len()),
+            share(in_tokens, compared.len())
+        );
         if PolicyKind::ALL.get(index) == Some(&PolicyKind::Paced) {
             paced_none_worse = none_worse;
         }
@@ -613,13 +637,22 @@ const GOAL_POINTS: f64 = 2.0;
 /// Workloads shown worse by more than that are listed when there are at most this many.
 const MAX_LISTED: usize = 12;
 
-/// The head of a table with a column per metric and one for all of them.
-fn header(out: &mut String) {
+/// The head of a table with a column per metric, one for all of them, then `more`.
+fn header(out: &mut String, more: &[&str]) {
     let _ = write!(out, "| policy |");
-    for metric in &METRICS {
-        let _ = write!(out, " {} |", metric.name);
+    for metric in METRICS
+        .iter()
+        .map(|m| m.name)
+        .chain(["all six"])
+        .chain(more.iter().copied())
+    {
+        let _ = write!(out, " {metric} |");
     }
-    let _ = writeln!(out, " all six |\n|---|{}---|", "---|".repeat(METRICS.len()));
+    let _ = writeln!(
+        out,
+        "\n|---|{}",
+        "---|".repeat(METRICS.len() + 1 + more.len())
+    );
 }
 
 /// The rows of the comparison: every policy but the adaptive one (index into a workload's runs,

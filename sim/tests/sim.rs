@@ -485,6 +485,24 @@ fn the_sweep_is_deterministic_whatever_the_threads() {
     assert!(table.contains("| adaptive, other seeds |"), "{table}");
     assert!(table.contains("Paired test"), "two seeds each: {table}");
     assert!(table.contains("by more than 2 points"), "{table}");
+    // The paired test's rows also read the primary's share in tokens: a last column, a share each.
+    let paired: Vec<&str> = table
+        .lines()
+        .skip_while(|line| !line.starts_with("Paired test"))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .collect();
+    assert!(
+        paired[0].ends_with("| all six | all six, share in tokens |"),
+        "{table}"
+    );
+    assert_eq!(paired.len(), 2 + PolicyKind::ALL.len(), "{table}");
+    assert!(
+        paired[2..]
+            .iter()
+            .all(|row| row.matches("% |").count() == 8),
+        "{table}"
+    );
     // ... of the primary's requests, and of the tokens it answered.
     assert!(
         table.contains("| policy | primary share | success | primary tokens |"),

@@ -76,7 +76,9 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 /// in 8 % of them (the test flags `AdaptiveCooldown` against itself in 4 %), mostly on the
 /// primary's share where a light load meets an ample quota or a bucket only a few requests deep:
 /// the pace, measured from a demand below the quota, holds back requests the primary could have
-/// answered. With a second [pass](crate::FallbackLayerBuilder::passes) it answered at least
+/// answered. Where the primary runs out of tokens, most of what it loses is requests, not quota:
+/// measured by the primary's share of the tokens instead, the test flags it in 5 % of the
+/// workloads, as often as `AdaptiveCooldown` against itself. With a second [pass](crate::FallbackLayerBuilder::passes) it answered at least
 /// 99.9 % of the requests on every workload the sweep counts as within capacity (under 0.8 of the
 /// quotas, buckets of 2 s or more).
 ///
