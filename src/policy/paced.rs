@@ -78,9 +78,10 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 /// the pace, measured from a demand below the quota, holds back requests the primary could have
 /// answered. Where the primary runs out of tokens, most of what it loses is requests, not quota:
 /// measured by the primary's share of the tokens instead, the test flags it in 5 % of the
-/// workloads, as often as `AdaptiveCooldown` against itself. With a second [pass](crate::FallbackLayerBuilder::passes) it answered at least
-/// 99.9 % of the requests on every workload the sweep counts as within capacity (under 0.8 of the
-/// quotas, buckets of 2 s or more).
+/// workloads, as often as `AdaptiveCooldown` against itself. With a second
+/// [pass](crate::FallbackLayerBuilder::passes) it answered at least 99.9 % of the requests on
+/// every workload the sweep counts as within capacity (under 0.8 of the quotas, buckets of 2 s or
+/// more), and was never shown more than 2 points worse on success.
 ///
 /// ```
 /// use std::time::Duration;
