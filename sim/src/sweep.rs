@@ -495,33 +495,32 @@ fn paired(
     for (index, policy) in rows(adaptive) {
         let _ = write!(out, "| {policy} |");
         let mut none_worse = vec![true; reports.len()];
-        // The same, with the primary's share of requests read in tokens.
-        let mut none_worse_in_tokens = vec![true; reports.len()];
-        for (m, metric) in METRICS.iter().enumerate() {
+        for metric in &METRICS {
             let mut passed = 0;
             for &w in compared {
                 let runs = &reports[w];
                 if metric.shown_worse(&runs[index], &runs[adaptive]) {
                     none_worse[w] = false;
-                    if m != PRIMARY_SHARE {
-                        none_worse_in_tokens[w] = false;
-                    }
                 } else {
                     passed += 1;
                 }
             }
             let _ = write!(out, " {:.1}% |", share(passed, compared.len()));
         }
-        for &w in compared {
-            let runs = &reports[w];
-            if PRIMARY_TOKENS.shown_worse(&runs[index], &runs[adaptive]) {
-                none_worse_in_tokens[w] = false;
-            }
-        }
         let all = compared.iter().filter(|&&w| none_worse[w]).count();
+        // The same, with the primary's share of requests read in tokens.
         let in_tokens = compared
             .iter()
-            .filter(|&&w| none_worse_in_tokens[w])
+            .filter(|&&w| {
+                let runs = &reports[w];
+                METRICS
+                    .iter()
+                    .enumerate()
+                    .filter(|&(m, _)| m != PRIMARY_SHARE)
+                    .map(|(_, metric)| metric)
+                    .chain([&PRIMARY_TOKENS])
+                    .all(|metric| !metric.shown_worse(&runs[index], &runs[adaptive]))
+            })
             .count();
         let _ = writeln!(
             out,
